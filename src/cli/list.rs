@@ -1,0 +1,158 @@
+use crate::config::Config;
+use crate::engine::catalog;
+use crate::storage;
+use crate::ui::Ui;
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this target (default: every target in the config).
+    pub target: Option<String>,
+    /// Only this storage (default: every storage of each target).
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Only backups with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Also show incomplete backups (no manifest: interrupted or failed runs).
+    #[arg(long)]
+    pub all: bool,
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub target: String,
+    pub engine: String,
+    pub kind: String,
+    pub format: String,
+    pub storage: String,
+    pub tag: Option<String>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub duration_seconds: Option<f64>,
+    pub size_bytes: u64,
+    pub tables: Option<usize>,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
+    let targets: Vec<String> = match &args.target {
+        Some(t) => {
+            cfg.target(t)?;
+            vec![t.clone()]
+        }
+        None => cfg.targets.keys().cloned().collect(),
+    };
+    if let Some(s) = &args.storage {
+        cfg.storage(s)?;
+    }
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for t in &targets {
+        let tcfg = cfg.target(t)?;
+        for sname in &tcfg.storages {
+            if args.storage.as_ref().is_some_and(|s| s != sname) {
+                continue;
+            }
+            let s = match storage::open(cfg, sname) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(format!("storage `{sname}`: {e:#}"));
+                    continue;
+                }
+            };
+            let cat = match catalog::scan(s.as_ref(), t) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("storage `{sname}` ({}): {e:#}", s.location()));
+                    continue;
+                }
+            };
+            for m in &cat.backups {
+                if args
+                    .tag
+                    .as_ref()
+                    .is_some_and(|tag| m.tag.as_ref() != Some(tag))
+                {
+                    continue;
+                }
+                rows.push(Row {
+                    id: m.id.clone(),
+                    target: m.target.clone(),
+                    engine: m.engine.clone(),
+                    kind: m.kind.to_string(),
+                    format: m.format.clone(),
+                    storage: sname.clone(),
+                    tag: m.tag.clone(),
+                    started_at: Some(m.started_at),
+                    finished_at: Some(m.finished_at),
+                    duration_seconds: Some(m.duration_seconds),
+                    size_bytes: m.size_bytes(),
+                    tables: Some(m.database.tables.len()),
+                    status: "complete".into(),
+                    reason: None,
+                });
+            }
+            if args.all && args.tag.is_none() {
+                for i in &cat.incomplete {
+                    rows.push(Row {
+                        id: i.id.clone(),
+                        target: i.target.clone(),
+                        engine: tcfg.engine.clone(),
+                        kind: tcfg.kind.clone(),
+                        format: String::new(),
+                        storage: sname.clone(),
+                        tag: None,
+                        started_at: crate::manifest::parse_backup_id(&i.id),
+                        finished_at: None,
+                        duration_seconds: None,
+                        size_bytes: i.size_bytes,
+                        tables: None,
+                        status: "incomplete".into(),
+                        reason: Some(i.reason.clone()),
+                    });
+                }
+            }
+        }
+    }
+    rows.sort_by(|a, b| (&a.target, &a.id, &a.storage).cmp(&(&b.target, &b.id, &b.storage)));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        ui.info("no backups");
+    } else {
+        println!(
+            "{:<18} {:<12} {:<8} {:<9} {:<7} {:<10} {:>10} {:>8} {:<10} TAG",
+            "ID", "TARGET", "ENGINE", "KIND", "FORMAT", "STORAGE", "SIZE", "TIME", "STATUS"
+        );
+        for r in &rows {
+            println!(
+                "{:<18} {:<12} {:<8} {:<9} {:<7} {:<10} {:>10} {:>8} {:<10} {}",
+                r.id,
+                r.target,
+                r.engine,
+                r.kind,
+                r.format,
+                r.storage,
+                crate::duration::bytes(r.size_bytes),
+                r.duration_seconds
+                    .map(|d| format!("{d:.1}s"))
+                    .unwrap_or_else(|| "-".into()),
+                r.status,
+                r.tag.clone().or(r.reason.clone()).unwrap_or_default()
+            );
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("could not read every storage: {}", errors.join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! The command tree. Each subcommand is a thin module: parse, call the engine, print.
+
+pub mod completions;
+pub mod list;
+pub mod restore;
+pub mod run;
+pub mod verify;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Back up, verify and restore PostgreSQL to local disk and S3-compatible storage.
+#[derive(Debug, Parser)]
+#[command(
+    name = "backup",
+    version,
+    about,
+    long_about = "Back up, verify and restore databases (PostgreSQL) to local disk and S3-compatible storage.\n\n\
+Configuration is read from --config FILE, then $BACKUP_CONFIG, then ./backup.toml, then /etc/backup/backup.toml; \
+without any, a `postgres` target on libpq defaults (PGHOST, PGDATABASE...) backs up into ./backups.",
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 verification failed, 4 target locked by another run, 5 not confirmed (use --yes)."
+)]
+pub struct Cli {
+    /// Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml).
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        value_name = "FILE",
+        env = "BACKUP_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+    /// Only warnings and errors on stderr.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// No progress bars (log lines only).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a backup of a target and store it on every storage of the target.
+    Run(run::RunArgs),
+    /// List backups.
+    List(list::ListArgs),
+    /// Read backups back from storage and check them (size, SHA-256, stream, tools).
+    Verify(verify::VerifyArgs),
+    /// Restore a backup into a database (verified before anything is touched).
+    Restore(restore::RestoreArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
+    /// Write man pages into a folder.
+    #[command(hide = true)]
+    Man(completions::ManArgs),
+}

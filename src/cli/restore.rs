@@ -1,0 +1,76 @@
+use crate::config::Config;
+use crate::db::RestoreOptions;
+use crate::engine::restore::{self, RestoreRequest};
+use crate::ui::Ui;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Target name from the config.
+    pub target: String,
+    /// A backup id (or unique prefix), or `latest` (the default).
+    #[arg(value_name = "ID|latest", default_value = "latest")]
+    pub id: String,
+    /// Read the backup from this storage (default: local storages first).
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Restore into this database (created when missing) instead of the target's.
+    #[arg(long, value_name = "DB")]
+    pub to_database: Option<String>,
+    /// Restore only this table (`name` or `schema.name`; custom format); repeatable.
+    #[arg(long = "table", value_name = "T")]
+    pub tables: Vec<String>,
+    /// Drop the objects before recreating them (custom format; plain dumps always do).
+    #[arg(long)]
+    pub clean: bool,
+    /// Parallel pg_restore jobs into a fresh database (default: the target's restore_jobs, else 2).
+    #[arg(long)]
+    pub jobs: Option<u32>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip comparing restored row counts with the manifest.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Where to download remote backups before restoring (default: $TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
+    let tcfg = cfg.target(&args.target)?;
+    let req = RestoreRequest {
+        target: args.target.clone(),
+        which: args.id.clone(),
+        storage: args.storage.clone(),
+        opts: RestoreOptions {
+            to_database: args.to_database.clone(),
+            tables: args.tables.clone(),
+            clean: args.clean,
+            jobs: args.jobs.or(tcfg.restore_jobs).unwrap_or(2),
+        },
+        yes: args.yes,
+        dry_run: args.dry_run,
+        check_counts: !args.no_check,
+        temp_dir: args.temp_dir.clone(),
+    };
+    let out = restore::restore(cfg, req, ui)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if out.dry_run {
+        for p in &out.plan {
+            println!("{p}");
+        }
+    } else {
+        println!("{}", out.id);
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+use crate::config::Config;
+use crate::engine::backup;
+use crate::ui::Ui;
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Target name from the config (`postgres` in the embedded default).
+    pub target: String,
+    /// Tag kept in the manifest and as an S3 object tag (e.g. pre-deployment-v1.2.3).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
+    let out = backup::run(cfg, &args.target, args.tag.as_deref(), ui)?;
+    let m = &out.manifest;
+    if args.json {
+        let v = serde_json::json!({
+            "id": m.id,
+            "target": m.target,
+            "engine": m.engine,
+            "kind": m.kind,
+            "format": m.format,
+            "tag": m.tag,
+            "started_at": m.started_at,
+            "finished_at": m.finished_at,
+            "duration_seconds": m.duration_seconds,
+            "size_bytes": m.size_bytes(),
+            "raw_size_bytes": m.artifacts.iter().map(|a| a.raw_size_bytes).sum::<u64>(),
+            "sha256": m.artifacts.first().map(|a| a.sha256.clone()),
+            "tables": m.database.tables.len(),
+            "storages": out.stored_on,
+            "failed_storages": out.failed.iter().map(|(s, e)| serde_json::json!({"storage": s, "error": e})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", m.id);
+    }
+    if !out.failed.is_empty() {
+        anyhow::bail!(
+            "backup {} is stored on [{}] but failed on {}",
+            m.id,
+            out.stored_on.join(", "),
+            backup::describe_failures(&out.failed)
+        );
+    }
+    ui.info(format!(
+        "backup {} {} done: {} ({} raw) in {:.1}s, {} table(s)",
+        m.target,
+        m.id,
+        crate::duration::bytes(m.size_bytes()),
+        crate::duration::bytes(m.artifacts.iter().map(|a| a.raw_size_bytes).sum()),
+        m.duration_seconds,
+        m.database.tables.len()
+    ));
+    Ok(())
+}

@@ -1,0 +1,111 @@
+use crate::config::Config;
+use crate::db;
+use crate::engine::{catalog, verify};
+use crate::error::Fail;
+use crate::storage;
+use crate::ui::Ui;
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only this target (default: every target).
+    pub target: Option<String>,
+    /// A backup id (or unique prefix), or `latest` (the default).
+    #[arg(value_name = "ID|latest")]
+    pub id: Option<String>,
+    /// Verify every backup, not only the latest.
+    #[arg(long, conflicts_with = "id")]
+    pub all: bool,
+    /// Only this storage (default: every storage of the target).
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Print the reports as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
+    let targets: Vec<String> = match &args.target {
+        Some(t) => {
+            cfg.target(t)?;
+            vec![t.clone()]
+        }
+        None => cfg.targets.keys().cloned().collect(),
+    };
+    if let Some(s) = &args.storage {
+        cfg.storage(s)?;
+    }
+    let which = args.id.clone().unwrap_or_else(|| "latest".into());
+    let mut reports = Vec::new();
+    let mut missing = Vec::new();
+    for t in &targets {
+        let tcfg = cfg.target(t)?;
+        let engine = db::logical_engine(t, tcfg)?;
+        for sname in &tcfg.storages {
+            if args.storage.as_ref().is_some_and(|s| s != sname) {
+                continue;
+            }
+            let s = storage::open(cfg, sname)?;
+            let cat = catalog::scan(s.as_ref(), t)?;
+            let chosen: Vec<_> = if args.all {
+                cat.backups.iter().collect()
+            } else {
+                catalog::pick(&cat, &which).into_iter().collect()
+            };
+            if chosen.is_empty() {
+                missing.push(format!("no backup `{which}` of `{t}` on `{sname}`"));
+            }
+            for m in chosen {
+                ui.info(format!("verifying {t} {} on `{sname}`", m.id));
+                let r = verify::verify_backup(s.as_ref(), m, engine.as_ref());
+                if !args.json {
+                    println!(
+                        "{} {} {} {}",
+                        if r.ok { "OK  " } else { "FAIL" },
+                        r.target,
+                        r.id,
+                        r.storage
+                    );
+                    for c in &r.checks {
+                        ui.info(format!("  ok: {c}"));
+                    }
+                    for p in &r.problems {
+                        println!("  problem: {p}");
+                    }
+                }
+                reports.push(r);
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    let bad: Vec<_> = reports.iter().filter(|r| !r.ok).collect();
+    if !bad.is_empty() {
+        return Err(Fail::Verify(format!(
+            "{} of {} backup(s) failed verification: {}",
+            bad.len(),
+            reports.len(),
+            bad.iter()
+                .map(|r| format!(
+                    "{} {} on `{}`: {}",
+                    r.target,
+                    r.id,
+                    r.storage,
+                    r.problems.join("; ")
+                ))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ))
+        .into());
+    }
+    if reports.is_empty() {
+        return Err(Fail::Verify(format!("nothing to verify: {}", missing.join("; "))).into());
+    }
+    if !missing.is_empty() && args.id.is_some() {
+        ui.warn(missing.join("; "));
+    }
+    ui.info(format!("{} backup(s) verified", reports.len()));
+    Ok(())
+}

@@ -1,0 +1,604 @@
+//! Configuration: one TOML file resolved into one settings struct.
+//!
+//! Lookup order: `--config FILE`, then `$BACKUP_CONFIG`, then `./backup.toml`, then
+//! `/etc/backup/backup.toml`. Without any file the embedded default applies: a local
+//! repository `./backups` and a `postgres` target on libpq defaults (PGHOST, PGDATABASE...).
+
+use crate::error::Fail;
+use anyhow::Result;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where locks and run state live (default: /var/lib/backup for root, else
+    /// $XDG_STATE_HOME/backup or ~/.local/state/backup).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub storages: BTreeMap<String, StorageConfig>,
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// Where the file came from (None: embedded default).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StorageConfig {
+    Local {
+        path: PathBuf,
+        #[serde(default)]
+        retention: Option<Retention>,
+    },
+    S3(Box<S3Config>),
+}
+
+impl StorageConfig {
+    pub fn retention(&self) -> Option<&Retention> {
+        match self {
+            StorageConfig::Local { retention, .. } => retention.as_ref(),
+            StorageConfig::S3(s3) => s3.retention.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub force_path_style: bool,
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// `AES256` or `aws:kms` (with `kms_key_id`).
+    #[serde(default)]
+    pub server_side_encryption: Option<String>,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// `when_required` or `when_supported`. Default: `when_required` when `endpoint`
+    /// is set (S3-compatible stores often reject the SDK's default checksums),
+    /// `when_supported` otherwise.
+    #[serde(default)]
+    pub request_checksum_calculation: Option<String>,
+    /// Named profile from ~/.aws/config (default: the standard chain).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Multipart part size in MiB (5..=5120, default 8; grows for very large objects).
+    #[serde(default)]
+    pub part_size_mb: Option<u64>,
+    /// Parts uploaded at once (default 4).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Attempts per request, with backoff on throttling and 5xx (default 5).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Extra object tags added to every object.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub retention: Option<Retention>,
+}
+
+/// A retention policy (restic-style forget rules over calendar periods in UTC).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    #[serde(default)]
+    pub keep_hourly: Option<u32>,
+    #[serde(default)]
+    pub keep_daily: Option<u32>,
+    #[serde(default)]
+    pub keep_weekly: Option<u32>,
+    #[serde(default)]
+    pub keep_monthly: Option<u32>,
+    #[serde(default)]
+    pub keep_yearly: Option<u32>,
+    #[serde(default)]
+    pub keep_within: Option<String>,
+    #[serde(default)]
+    pub keep_within_hourly: Option<String>,
+    #[serde(default)]
+    pub keep_within_daily: Option<String>,
+    #[serde(default)]
+    pub keep_within_weekly: Option<String>,
+    #[serde(default)]
+    pub keep_within_monthly: Option<String>,
+    #[serde(default)]
+    pub keep_within_yearly: Option<String>,
+    /// Keep tagged backups for this long (e.g. `90d`), whatever the other rules say.
+    #[serde(default)]
+    pub keep_tagged: Option<String>,
+    /// Which backup represents a calendar period: `newest` (default, as restic) or `first`.
+    #[serde(default)]
+    pub period_representative: Option<String>,
+    /// Never delete backups younger than this (default `1h`).
+    #[serde(default)]
+    pub min_age: Option<String>,
+    /// Incomplete backups (no manifest) older than this are garbage (default `24h`).
+    #[serde(default)]
+    pub incomplete_grace: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpFormat {
+    #[default]
+    Plain,
+    Custom,
+}
+
+impl DumpFormat {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DumpFormat::Plain => "plain",
+            DumpFormat::Custom => "custom",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RowCounts {
+    /// Exact `count(*)` per table in the dump's own snapshot.
+    #[default]
+    Exact,
+    /// No counting (very large databases where a second scan is too costly).
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub engine: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Connection URL. A password in it is stripped and passed by environment.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File whose first line is the password (passed to tools as PGPASSWORD).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub format: DumpFormat,
+    #[serde(default)]
+    pub storages: Vec<String>,
+    /// gzip level 1..=9 for plain dumps (default 6, as gzip).
+    #[serde(default)]
+    pub compression_level: Option<u32>,
+    #[serde(default)]
+    pub row_counts: RowCounts,
+    /// Directory holding pg_dump, pg_restore, psql... (default: found on PATH).
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// Extra arguments for the dump tool, e.g. ["--no-owner", "--no-acl"].
+    #[serde(default)]
+    pub dump_args: Vec<String>,
+    /// Parallel jobs for pg_restore into a fresh database (default 2).
+    #[serde(default)]
+    pub restore_jobs: Option<u32>,
+    /// Check free space on local storages before a run (default true).
+    #[serde(default = "default_true")]
+    pub disk_check: bool,
+    /// Per-storage retention overrides: `[targets.T.retention.STORAGE]`.
+    #[serde(default)]
+    pub retention: BTreeMap<String, Retention>,
+    /// Prune this target's storages after every successful run.
+    #[serde(default)]
+    pub prune_after_run: bool,
+}
+
+fn default_kind() -> String {
+    "logical".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+pub const ENGINES: &[&str] = &["postgres"];
+
+impl Config {
+    /// The embedded default: `./backups` and a `postgres` target on libpq defaults.
+    pub fn embedded_default() -> Config {
+        let mut storages = BTreeMap::new();
+        storages.insert(
+            "local".to_string(),
+            StorageConfig::Local {
+                path: PathBuf::from("./backups"),
+                retention: None,
+            },
+        );
+        let mut targets = BTreeMap::new();
+        targets.insert(
+            "postgres".to_string(),
+            TargetConfig {
+                engine: "postgres".into(),
+                kind: "logical".into(),
+                url: None,
+                password_file: None,
+                format: DumpFormat::Plain,
+                storages: vec!["local".into()],
+                compression_level: None,
+                row_counts: RowCounts::Exact,
+                bin_dir: None,
+                dump_args: vec![],
+                restore_jobs: None,
+                disk_check: true,
+                retention: BTreeMap::new(),
+                prune_after_run: false,
+            },
+        );
+        Config {
+            state_dir: None,
+            storages,
+            targets,
+            source: None,
+        }
+    }
+
+    /// Finds and loads the configuration (see module docs for the order).
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        if let Some(p) = explicit {
+            return Config::from_file(p);
+        }
+        if let Some(p) = std::env::var_os("BACKUP_CONFIG").filter(|v| !v.is_empty()) {
+            return Config::from_file(Path::new(&p));
+        }
+        for p in ["./backup.toml", "/etc/backup/backup.toml"] {
+            if Path::new(p).exists() {
+                return Config::from_file(Path::new(p));
+            }
+        }
+        Ok(Config::embedded_default())
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Fail::Config(format!(
+                "cannot read config file {}: {e}; pass --config FILE or set BACKUP_CONFIG",
+                path.display()
+            ))
+        })?;
+        let mut cfg = Config::parse(&text, &path.display().to_string())?;
+        cfg.source = Some(path.to_path_buf());
+        // Relative local paths are relative to the config file's folder.
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for s in cfg.storages.values_mut() {
+            if let StorageConfig::Local { path, .. } = s {
+                if path.is_relative() && !base.as_os_str().is_empty() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates; every error is one line naming the file and the key.
+    pub fn parse(text: &str, file: &str) -> Result<Config> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.message().replace('\n', " ");
+            let line = inner
+                .span()
+                .map(|s| {
+                    format!(
+                        ":{}",
+                        text[..s.start.min(text.len())].lines().count().max(1)
+                    )
+                })
+                .unwrap_or_default();
+            if path.is_empty() || path == "." {
+                Fail::Config(format!("{file}{line}: {}", msg.trim()))
+            } else {
+                Fail::Config(format!("{file}{line}: key `{path}`: {}", msg.trim()))
+            }
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<()> {
+        let bad = |key: String, msg: String| -> anyhow::Error {
+            Fail::Config(format!("{file}: key `{key}`: {msg}")).into()
+        };
+        for (name, s) in &self.storages {
+            if let StorageConfig::S3(s3) = s {
+                if s3.bucket.trim().is_empty() {
+                    return Err(bad(
+                        format!("storages.{name}.bucket"),
+                        "must not be empty".into(),
+                    ));
+                }
+                if let Some(ep) = &s3.endpoint {
+                    let u = url::Url::parse(ep).map_err(|e| {
+                        bad(
+                            format!("storages.{name}.endpoint"),
+                            format!(
+                                "`{}` is not a URL ({e}); write e.g. http://127.0.0.1:9000",
+                                crate::redact::url(ep)
+                            ),
+                        )
+                    })?;
+                    if !matches!(u.scheme(), "http" | "https") {
+                        return Err(bad(
+                            format!("storages.{name}.endpoint"),
+                            "must start with http:// or https://".into(),
+                        ));
+                    }
+                }
+                if let Some(sse) = &s3.server_side_encryption {
+                    if sse != "AES256" && sse != "aws:kms" {
+                        return Err(bad(
+                            format!("storages.{name}.server_side_encryption"),
+                            format!("`{sse}` is not AES256 or aws:kms"),
+                        ));
+                    }
+                }
+                if let Some(c) = &s3.request_checksum_calculation {
+                    if c != "when_required" && c != "when_supported" {
+                        return Err(bad(
+                            format!("storages.{name}.request_checksum_calculation"),
+                            format!("`{c}` is not when_required or when_supported"),
+                        ));
+                    }
+                }
+                if let Some(p) = s3.part_size_mb {
+                    if !(5..=5120).contains(&p) {
+                        return Err(bad(
+                            format!("storages.{name}.part_size_mb"),
+                            format!("{p} is outside 5..=5120 (S3's part size limits)"),
+                        ));
+                    }
+                }
+                if s3.concurrency == Some(0) {
+                    return Err(bad(
+                        format!("storages.{name}.concurrency"),
+                        "must be at least 1".into(),
+                    ));
+                }
+            }
+            if let Some(r) = s.retention() {
+                r.validate()
+                    .map_err(|m| bad(format!("storages.{name}.retention"), m))?;
+            }
+        }
+        for (name, t) in &self.targets {
+            if !ENGINES.contains(&t.engine.as_str()) {
+                let planned = ["mongodb", "redis", "clickhouse"];
+                let hint = if planned.contains(&t.engine.as_str()) {
+                    "is not supported by this version yet".to_string()
+                } else {
+                    format!("is not an engine; use one of {}", ENGINES.join(", "))
+                };
+                return Err(bad(
+                    format!("targets.{name}.engine"),
+                    format!("`{}` {hint}", t.engine),
+                ));
+            }
+            if t.kind != "logical" && t.kind != "physical" {
+                return Err(bad(
+                    format!("targets.{name}.kind"),
+                    format!("`{}` is not logical or physical", t.kind),
+                ));
+            }
+            if t.kind == "physical" {
+                return Err(bad(
+                    format!("targets.{name}.kind"),
+                    "physical backups are not supported by this version yet; use kind = \"logical\"".into(),
+                ));
+            }
+            if t.storages.is_empty() {
+                return Err(bad(
+                    format!("targets.{name}.storages"),
+                    "lists no storage; name at least one of [storages.*]".into(),
+                ));
+            }
+            for s in &t.storages {
+                if !self.storages.contains_key(s) {
+                    let known: Vec<_> = self.storages.keys().cloned().collect();
+                    return Err(bad(
+                        format!("targets.{name}.storages"),
+                        format!(
+                            "names storage `{s}`, which is not defined; defined: [{}]",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+            for s in t.retention.keys() {
+                if !t.storages.contains(s) {
+                    return Err(bad(
+                        format!("targets.{name}.retention.{s}"),
+                        format!("storage `{s}` is not one of this target's storages"),
+                    ));
+                }
+            }
+            for (s, r) in &t.retention {
+                r.validate()
+                    .map_err(|m| bad(format!("targets.{name}.retention.{s}"), m))?;
+            }
+            if let Some(u) = &t.url {
+                crate::db::postgres::ConnInfo::parse_url(u)
+                    .map_err(|e| bad(format!("targets.{name}.url"), format!("{e:#}")))?;
+            }
+            if let Some(l) = t.compression_level {
+                if !(1..=9).contains(&l) {
+                    return Err(bad(
+                        format!("targets.{name}.compression_level"),
+                        format!("{l} is outside 1..=9"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn target(&self, name: &str) -> Result<&TargetConfig> {
+        self.targets.get(name).ok_or_else(|| {
+            let known: Vec<_> = self.targets.keys().cloned().collect();
+            Fail::Usage(format!(
+                "no target `{name}` in {}; defined targets: [{}]",
+                self.describe_source(),
+                known.join(", ")
+            ))
+            .into()
+        })
+    }
+
+    pub fn storage(&self, name: &str) -> Result<&StorageConfig> {
+        self.storages.get(name).ok_or_else(|| {
+            let known: Vec<_> = self.storages.keys().cloned().collect();
+            Fail::Usage(format!(
+                "no storage `{name}` in {}; defined storages: [{}]",
+                self.describe_source(),
+                known.join(", ")
+            ))
+            .into()
+        })
+    }
+
+    pub fn describe_source(&self) -> String {
+        match &self.source {
+            Some(p) => p.display().to_string(),
+            None => "the embedded default configuration (no config file found)".into(),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("BACKUP_STATE_DIR").filter(|v| !v.is_empty()) {
+            return PathBuf::from(d);
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/lib/backup");
+        }
+        if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(d).join("backup");
+        }
+        if let Some(h) = std::env::var_os("HOME") {
+            return PathBuf::from(h).join(".local/state/backup");
+        }
+        std::env::temp_dir().join("backup-state")
+    }
+
+    /// The effective retention for a target on a storage (target override first).
+    pub fn retention_for(&self, target: &str, storage: &str) -> Option<Retention> {
+        if let Some(t) = self.targets.get(target) {
+            if let Some(r) = t.retention.get(storage) {
+                return Some(r.clone());
+            }
+        }
+        self.storages
+            .get(storage)
+            .and_then(|s| s.retention().cloned())
+    }
+}
+
+impl Retention {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (k, v) in [
+            ("keep_within", &self.keep_within),
+            ("keep_within_hourly", &self.keep_within_hourly),
+            ("keep_within_daily", &self.keep_within_daily),
+            ("keep_within_weekly", &self.keep_within_weekly),
+            ("keep_within_monthly", &self.keep_within_monthly),
+            ("keep_within_yearly", &self.keep_within_yearly),
+            ("keep_tagged", &self.keep_tagged),
+            ("min_age", &self.min_age),
+            ("incomplete_grace", &self.incomplete_grace),
+        ] {
+            if let Some(v) = v {
+                crate::duration::parse(v).map_err(|e| format!("{k}: {e}"))?;
+            }
+        }
+        if let Some(p) = &self.period_representative {
+            if p != "newest" && p != "first" {
+                return Err(format!(
+                    "period_representative: `{p}` is not newest or first"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text, "b.toml").unwrap_err())
+    }
+
+    #[test]
+    fn parses_the_issue_example() {
+        let cfg = Config::parse(
+            r#"
+[storages.local]
+type = "local"
+path = "/backups"
+
+[storages.s3]
+type = "s3"
+bucket = "my-saas-chat-backups"
+prefix = "prod"
+region = "us-east-1"
+endpoint = "http://127.0.0.1:9000"
+force_path_style = true
+storage_class = "STANDARD_IA"
+server_side_encryption = "AES256"
+
+[targets.postgres]
+engine = "postgres"
+url = "postgresql://postgres@127.0.0.1:5432/saas_db"
+format = "plain"
+storages = ["local", "s3"]
+"#,
+            "b.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.targets["postgres"].storages, vec!["local", "s3"]);
+        assert!(matches!(cfg.storages["s3"], StorageConfig::S3(_)));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = err("[storages.s3]\ntype = \"s3\"\nbukcet = \"x\"\n");
+        assert!(e.contains("b.toml"), "{e}");
+        assert!(e.contains("bukcet"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn missing_storage_is_named() {
+        let e = err("[targets.pg]\nengine = \"postgres\"\nstorages = [\"nowhere\"]\n");
+        assert!(
+            e.contains("targets.pg.storages") && e.contains("nowhere"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn malformed_url_is_named() {
+        let e = err(
+            "[storages.l]\ntype=\"local\"\npath=\"/x\"\n[targets.pg]\nengine = \"postgres\"\nurl = \"mysql://x\"\nstorages = [\"l\"]\n",
+        );
+        assert!(e.contains("targets.pg.url"), "{e}");
+    }
+}

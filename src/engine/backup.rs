@@ -1,0 +1,350 @@
+//! `backup run`: one streaming pass from the engine's dump to every storage.
+//!
+//! engine stdout -> gzip (plain) -> SHA-256 -> each storage's writer, in bounded
+//! memory. The manifest is written only after the tool exited cleanly and every
+//! storage confirmed its copy; a failed dump leaves nothing behind. A storage that
+//! fails mid-way is dropped from the run (its partial object removed) while the others
+//! carry on, and the run exits non-zero naming it.
+
+use crate::config::Config;
+use crate::db::{self, ArtifactSpec};
+use crate::engine::catalog;
+use crate::engine::lock::{hostname, Lock};
+use crate::error::Fail;
+use crate::manifest::{self, Artifact, Kind, Manifest, MANIFEST_FILE};
+use crate::storage::{self, ObjectWriter, PutMeta, Storage};
+use crate::ui::Ui;
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub manifest: Manifest,
+    pub stored_on: Vec<String>,
+    /// Storages that failed, with the reason; the run fails when any did.
+    pub failed: Vec<(String, String)>,
+}
+
+pub fn validate_tag(tag: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '@'));
+    if !ok {
+        return Err(Fail::Usage(format!(
+            "tag `{tag}` must be 1-128 characters of letters, digits and . - _ + @ (e.g. pre-deployment-v1.2.3)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Writes to every live storage writer; drops a storage that fails.
+struct FanOut<'a> {
+    writers: Vec<(String, Option<Box<dyn ObjectWriter>>)>,
+    failed: &'a mut Vec<(String, String)>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for FanOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(buf);
+        self.bytes += buf.len() as u64;
+        for (name, slot) in self.writers.iter_mut() {
+            if let Some(w) = slot {
+                if let Err(e) = w.write_all(buf) {
+                    self.failed.push((name.clone(), e.to_string()));
+                    if let Some(w) = slot.take() {
+                        w.abort();
+                    }
+                }
+            }
+        }
+        if self.writers.iter().all(|(_, w)| w.is_none()) {
+            return Err(std::io::Error::other("every storage failed"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    bytes: u64,
+}
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
+    let tcfg = cfg.target(target)?;
+    if let Some(t) = tag {
+        validate_tag(t)?;
+    }
+    let _lock = Lock::acquire(&cfg.state_dir(), target, &format!("backup run {target}"))?;
+
+    let mut engine = db::logical_engine(target, tcfg)?;
+    let info = engine.precheck()?;
+    let spec: ArtifactSpec = engine.artifact();
+
+    let storages: Vec<Box<dyn Storage>> = tcfg
+        .storages
+        .iter()
+        .map(|s| storage::open(cfg, s))
+        .collect::<Result<_>>()?;
+
+    // Free space on local storages: against the last backup's size when there is
+    // one (with 20% headroom), else against the database's size.
+    let mut last_id: Option<String> = None;
+    for s in &storages {
+        let cat = catalog::scan(s.as_ref(), target)
+            .with_context(|| format!("reading storage `{}` ({})", s.name(), s.location()))?;
+        if let Some(m) = cat.backups.last() {
+            if last_id.as_deref().is_none_or(|l| l < m.id.as_str()) {
+                last_id = Some(m.id.clone());
+            }
+        }
+        if tcfg.disk_check && s.is_local() {
+            if let Some(free) = s.free_space() {
+                let need = match cat.backups.last() {
+                    Some(m) => m.size_bytes() + m.size_bytes() / 5,
+                    None => info.size_bytes.unwrap_or(0),
+                };
+                if free < need {
+                    bail!(
+                        "storage `{}` ({}) has {} free but this backup needs about {} ({}); free space there or set disk_check = false for target `{target}`",
+                        s.name(),
+                        s.location(),
+                        crate::duration::bytes(free),
+                        crate::duration::bytes(need),
+                        if cat.backups.is_empty() { "the database's size" } else { "the last backup's size plus 20%" }
+                    );
+                }
+            }
+        }
+    }
+
+    // Ids sort by time; never reuse one (two runs within a second wait a moment).
+    let mut started = chrono::Utc::now();
+    let mut id = manifest::backup_id(started);
+    while last_id.as_deref().is_some_and(|l| l >= id.as_str()) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        started = chrono::Utc::now();
+        id = manifest::backup_id(started);
+    }
+    let mut tags = BTreeMap::new();
+    tags.insert("target".to_string(), target.to_string());
+    tags.insert("engine".to_string(), tcfg.engine.clone());
+    tags.insert("backup-id".to_string(), id.clone());
+    if let Some(t) = tag {
+        tags.insert("tag".to_string(), t.to_string());
+    }
+    let meta = PutMeta {
+        tags,
+        metadata: BTreeMap::new(),
+    };
+    ui.info(format!(
+        "backup {target} {id}: {} of database {} ({}) to {}",
+        spec.content,
+        info.database.as_deref().unwrap_or("?"),
+        crate::duration::bytes(info.size_bytes.unwrap_or(0)),
+        storages
+            .iter()
+            .map(|s| format!("{} ({})", s.name(), s.location()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    let key = catalog::artifact_key(target, &id, &spec.name);
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut writers = Vec::new();
+    for s in &storages {
+        match s.create(&key, &meta) {
+            Ok(w) => writers.push((s.name().to_string(), Some(w))),
+            Err(e) => failed.push((s.name().to_string(), format!("{e:#}"))),
+        }
+    }
+    if writers.is_empty() {
+        bail!(
+            "no storage accepted the backup: {}",
+            describe_failures(&failed)
+        );
+    }
+
+    let dump = engine.start_dump()?;
+    let mut progress = ui.progress(&format!("{target} {id}"), None);
+    let mut source = Counting {
+        inner: dump,
+        bytes: 0,
+    };
+    let mut fan = FanOut {
+        writers,
+        failed: &mut failed,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let level = tcfg.compression_level.unwrap_or(6);
+    let copy_result: Result<()> = (|| {
+        let mut buf = vec![0u8; 256 * 1024];
+        if spec.gzip {
+            let mut gz = flate2::write::GzEncoder::new(&mut fan, flate2::Compression::new(level));
+            loop {
+                let n = source.read(&mut buf).context("reading the dump")?;
+                if n == 0 {
+                    break;
+                }
+                progress.inc(n as u64);
+                gz.write_all(&buf[..n])
+                    .context("compressing/storing the dump")?;
+            }
+            gz.finish().context("finishing compression")?;
+        } else {
+            loop {
+                let n = source.read(&mut buf).context("reading the dump")?;
+                if n == 0 {
+                    break;
+                }
+                progress.inc(n as u64);
+                fan.write_all(&buf[..n]).context("storing the dump")?;
+            }
+        }
+        Ok(())
+    })();
+    progress.finish();
+    let raw_bytes = source.bytes;
+    let dump = source.inner;
+    let FanOut {
+        writers,
+        hasher,
+        bytes: stored_bytes,
+        ..
+    } = fan;
+
+    if let Err(e) = copy_result {
+        dump.kill();
+        for (_, w) in writers {
+            if let Some(w) = w {
+                w.abort();
+            }
+        }
+        let storage_errors = describe_failures(&failed);
+        return Err(e.context(if storage_errors.is_empty() {
+            format!("backup {target} {id} failed; nothing was kept")
+        } else {
+            format!("backup {target} {id} failed ({storage_errors}); nothing was kept")
+        }));
+    }
+    // The tool's verdict before anything becomes visible.
+    let facts = match dump.finish() {
+        Ok(f) => f,
+        Err(e) => {
+            for (_, w) in writers {
+                if let Some(w) = w {
+                    w.abort();
+                }
+            }
+            return Err(e.context(format!("backup {target} {id} failed; nothing was kept")));
+        }
+    };
+    let sha256 = hex::encode(hasher.finalize());
+    let finished = chrono::Utc::now();
+
+    let mut versions = info.versions.clone();
+    versions.insert("backup".into(), env!("CARGO_PKG_VERSION").into());
+    let m = Manifest {
+        manifest_version: manifest::MANIFEST_VERSION,
+        id: id.clone(),
+        target: target.to_string(),
+        engine: tcfg.engine.clone(),
+        kind: Kind::Logical,
+        format: spec.format.clone(),
+        tag: tag.map(str::to_string),
+        started_at: started,
+        finished_at: finished,
+        duration_seconds: (finished - started).num_milliseconds() as f64 / 1000.0,
+        versions,
+        artifacts: vec![Artifact {
+            name: spec.name.clone(),
+            size_bytes: stored_bytes,
+            sha256,
+            compression: if spec.gzip {
+                "gzip".into()
+            } else {
+                "none".into()
+            },
+            raw_size_bytes: raw_bytes,
+            content: spec.content.clone(),
+        }],
+        database: facts,
+        wal: None,
+        depends_on: vec![],
+        host: hostname(),
+    };
+    let manifest_bytes = m.to_json()?;
+    let manifest_key = catalog::artifact_key(target, &id, MANIFEST_FILE);
+
+    let mut stored_on = Vec::new();
+    for (name, w) in writers {
+        let Some(w) = w else { continue };
+        let s = storages
+            .iter()
+            .find(|s| s.name() == name)
+            .expect("storage exists");
+        let res = w
+            .finish()
+            .and_then(|info| {
+                if info.size != stored_bytes {
+                    Err(anyhow!(
+                        "stored {} bytes but produced {stored_bytes}",
+                        info.size
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|_| s.put(&manifest_key, &manifest_bytes, &meta).map(|_| ()));
+        match res {
+            Ok(()) => {
+                ui.info(format!(
+                    "stored {} on `{name}` ({})",
+                    crate::duration::bytes(stored_bytes),
+                    s.location()
+                ));
+                stored_on.push(name);
+            }
+            Err(e) => {
+                // No manifest there: remove the artifact so nothing half-made lingers.
+                let _ = s.delete(&[key.clone(), manifest_key.clone()]);
+                failed.push((name, format!("{e:#}")));
+            }
+        }
+    }
+    if stored_on.is_empty() {
+        bail!(
+            "backup {target} {id} failed on every storage: {}",
+            describe_failures(&failed)
+        );
+    }
+    Ok(RunOutcome {
+        manifest: m,
+        stored_on,
+        failed,
+    })
+}
+
+pub fn describe_failures(f: &[(String, String)]) -> String {
+    f.iter()
+        .map(|(s, e)| format!("storage `{s}`: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

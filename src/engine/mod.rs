@@ -1,0 +1,7 @@
+//! The engine library: everything the subcommands do, without clap types.
+
+pub mod backup;
+pub mod catalog;
+pub mod lock;
+pub mod restore;
+pub mod verify;

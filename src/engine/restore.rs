@@ -1,0 +1,335 @@
+//! `backup restore`: verify first, then touch the database.
+//!
+//! The artifact is read back in full and checked (size, SHA-256, whole gzip stream,
+//! the engine's own reader) before the database is touched; from S3 it is downloaded
+//! to a temporary file on the way. Plain dumps replay through psql in one transaction
+//! with ON_ERROR_STOP, so a failed restore leaves the database as it was. Afterwards
+//! the restored tables' row counts are compared with the manifest's.
+
+use crate::config::Config;
+use crate::db::{self, RestoreOptions};
+use crate::engine::{catalog, verify};
+use crate::error::Fail;
+use crate::manifest::Manifest;
+use crate::storage::{self, Storage};
+use crate::ui::Ui;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+pub struct RestoreRequest {
+    pub target: String,
+    pub which: String,
+    pub storage: Option<String>,
+    pub opts: RestoreOptions,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub check_counts: bool,
+    pub temp_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestoreOutcome {
+    pub target: String,
+    pub id: String,
+    pub storage: String,
+    pub database: String,
+    pub dry_run: bool,
+    pub plan: Vec<String>,
+    pub tables_checked: usize,
+    pub duration_seconds: f64,
+}
+
+/// Finds a backup on the named storage, or on the first of the target's storages that
+/// has it (local storages first: faster to read).
+pub fn locate(
+    cfg: &Config,
+    target: &str,
+    which: &str,
+    only: Option<&str>,
+) -> Result<(Box<dyn Storage>, Manifest)> {
+    let tcfg = cfg.target(target)?;
+    let mut names: Vec<String> = match only {
+        Some(s) => {
+            cfg.storage(s)?;
+            vec![s.to_string()]
+        }
+        None => tcfg.storages.clone(),
+    };
+    names.sort_by_key(|n| {
+        !matches!(
+            cfg.storages.get(n),
+            Some(crate::config::StorageConfig::Local { .. })
+        )
+    });
+    let mut errors = Vec::new();
+    let mut best: Option<(Box<dyn Storage>, Manifest)> = None;
+    for n in &names {
+        let s = match storage::open(cfg, n) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("{n}: {e:#}"));
+                continue;
+            }
+        };
+        match catalog::scan(s.as_ref(), target) {
+            Ok(cat) => {
+                if let Some(m) = catalog::pick(&cat, which) {
+                    // For `latest`, the newest across storages wins.
+                    let better = match &best {
+                        None => true,
+                        Some((_, b)) => which == "latest" && m.id > b.id,
+                    };
+                    if better {
+                        best = Some((s, m.clone()));
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("{n}: {e:#}")),
+        }
+    }
+    if let Some(b) = best {
+        return Ok(b);
+    }
+    let mut msg = format!(
+        "no backup `{which}` of target `{target}` on storage(s) [{}]; run `backup list {target}`",
+        names.join(", ")
+    );
+    if !errors.is_empty() {
+        msg.push_str(&format!(" (could not read: {})", errors.join("; ")));
+        anyhow::bail!(msg);
+    }
+    Err(Fail::Usage(msg).into())
+}
+
+pub fn confirm(ui: &Ui, question: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Fail::NotConfirmed(format!(
+            "{question}: refusing without --yes because stdin is not a terminal"
+        ))
+        .into());
+    }
+    let _ = ui;
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(Fail::NotConfirmed("not confirmed; nothing was changed".into()).into())
+    }
+}
+
+pub fn restore(cfg: &Config, req: RestoreRequest, ui: &Ui) -> Result<RestoreOutcome> {
+    let started = std::time::Instant::now();
+    let tcfg = cfg.target(&req.target)?;
+    let (storage, m) = locate(cfg, &req.target, &req.which, req.storage.as_deref())?;
+    let mut engine = db::logical_engine(&req.target, tcfg)?;
+    let database = engine
+        .restore_precheck(&req.opts, &m.format)
+        .context("checking the restore target before touching anything")?;
+
+    let art = m
+        .artifacts
+        .first()
+        .ok_or_else(|| Fail::Verify(format!("backup {} lists no artifact", m.id)))?
+        .clone();
+    let mut plan = vec![
+        format!(
+            "backup {} of target {} ({}, {} {}, {}, taken {}{})",
+            m.id,
+            m.target,
+            m.engine,
+            m.kind,
+            m.format,
+            crate::duration::bytes(m.size_bytes()),
+            m.finished_at.format("%Y-%m-%d %H:%M:%SZ"),
+            m.tag
+                .as_deref()
+                .map(|t| format!(", tag {t}"))
+                .unwrap_or_default()
+        ),
+        format!("from storage `{}` ({})", storage.name(), storage.location()),
+        format!(
+            "verify {} (size, SHA-256, whole stream) before touching the database",
+            art.name
+        ),
+    ];
+    let into = if req.opts.to_database.is_some() {
+        format!("into database `{database}` (created if missing)")
+    } else {
+        format!("into database `{database}` (the target's own database)")
+    };
+    if m.format == "plain" {
+        plan.push(format!(
+            "{into}: psql --single-transaction -v ON_ERROR_STOP=1; objects in the dump are dropped and recreated, all or nothing"
+        ));
+    } else if req.opts.tables.is_empty() {
+        plan.push(format!(
+            "{into}: pg_restore{}",
+            if req.opts.clean {
+                " --clean --if-exists --single-transaction"
+            } else {
+                " (parallel jobs into a fresh database, else one transaction)"
+            }
+        ));
+    } else {
+        plan.push(format!(
+            "{into}: pg_restore of table(s) {}{} in one transaction",
+            req.opts.tables.join(", "),
+            if req.opts.clean {
+                " (dropped first)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if req.check_counts {
+        plan.push("then compare restored row counts with the manifest".into());
+    }
+    let mut out = RestoreOutcome {
+        target: m.target.clone(),
+        id: m.id.clone(),
+        storage: storage.name().to_string(),
+        database: database.clone(),
+        dry_run: req.dry_run,
+        plan: plan.clone(),
+        tables_checked: 0,
+        duration_seconds: 0.0,
+    };
+    for p in &plan {
+        ui.info(format!("plan: {p}"));
+    }
+    if req.dry_run {
+        ui.info("dry run: nothing was changed");
+        return Ok(out);
+    }
+    confirm(
+        ui,
+        &format!("restore backup {} into database `{database}`", m.id),
+        req.yes,
+    )?;
+
+    // Verify (and, for remote storages, download) before touching the database.
+    let key = catalog::artifact_key(&m.target, &m.id, &art.name);
+    let tmp = match &req.temp_dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("backup-restore-")
+            .tempdir_in(d)?,
+        None => tempfile::Builder::new()
+            .prefix("backup-restore-")
+            .tempdir()?,
+    };
+    let path = match storage.local_path(&key) {
+        Some(p) => p,
+        None => {
+            let dest = tmp.path().join(&art.name);
+            ui.info(format!(
+                "downloading {} from `{}`",
+                art.name,
+                storage.name()
+            ));
+            let mut src = storage.open(&key)?;
+            let mut f = std::fs::File::create(&dest)
+                .with_context(|| format!("creating {}", dest.display()))?;
+            let mut progress = ui.progress(&format!("download {}", m.id), Some(art.size_bytes));
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = src.read(&mut buf).context("downloading")?;
+                if n == 0 {
+                    break;
+                }
+                f.write_all(&buf[..n]).with_context(|| {
+                    format!(
+                        "writing {} (is the temp folder full? use --temp-dir)",
+                        dest.display()
+                    )
+                })?;
+                progress.inc(n as u64);
+            }
+            progress.finish();
+            f.sync_all()?;
+            dest
+        }
+    };
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let (checks, problems) = verify::check_stream(Box::new(file), &art, engine.as_ref());
+    if !problems.is_empty() {
+        return Err(Fail::Verify(format!(
+            "backup {} on `{}` failed verification; the database was not touched: {}",
+            m.id,
+            storage.name(),
+            problems.join("; ")
+        ))
+        .into());
+    }
+    for c in &checks {
+        ui.info(format!("verified: {c}"));
+    }
+
+    ui.info(format!("restoring {} into `{database}`", m.id));
+    engine.restore(&path, art.compression == "gzip", &req.opts)?;
+
+    if req.check_counts && m.database.tables.iter().any(|t| t.rows.is_some()) {
+        let got = engine.count_rows(&req.opts)?;
+        let wanted: Vec<_> = m
+            .database
+            .tables
+            .iter()
+            .filter(|t| {
+                req.opts.tables.is_empty()
+                    || req.opts.tables.iter().any(|x| {
+                        let (s, n) = crate::db::postgres::split_table(x);
+                        n == t.name && s.is_none_or(|s| s == t.schema)
+                    })
+            })
+            .collect();
+        let mut mismatches = Vec::new();
+        for w in &wanted {
+            let Some(rows) = w.rows else { continue };
+            match got
+                .iter()
+                .find(|g| g.schema == w.schema && g.name == w.name)
+            {
+                Some(g) if g.rows == Some(rows) => {}
+                Some(g) => mismatches.push(format!(
+                    "{}.{} has {} rows, the backup had {rows}",
+                    w.schema,
+                    w.name,
+                    g.rows.map(|r| r.to_string()).unwrap_or("?".into())
+                )),
+                None => mismatches.push(format!(
+                    "{}.{} is missing after the restore",
+                    w.schema, w.name
+                )),
+            }
+        }
+        out.tables_checked = wanted.len();
+        if !mismatches.is_empty() {
+            return Err(Fail::Verify(format!(
+                "restored {} into `{database}` but row counts differ from the backup: {}",
+                m.id,
+                mismatches.join("; ")
+            ))
+            .into());
+        }
+        ui.info(format!(
+            "row counts of {} table(s) match the backup",
+            wanted.len()
+        ));
+    }
+    out.duration_seconds = started.elapsed().as_secs_f64();
+    ui.info(format!(
+        "restored {} into `{database}` in {}",
+        m.id,
+        crate::duration::human(started.elapsed())
+    ));
+    Ok(out)
+}
+
+use std::io::Read;

@@ -1,0 +1,62 @@
+//! `backup`: parse, run, and map the outcome to an exit code. The only exit path.
+
+mod cli;
+mod config;
+mod db;
+mod duration;
+mod engine;
+mod error;
+mod manifest;
+mod redact;
+mod storage;
+mod ui;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let ui = ui::Ui::new(cli.quiet, cli.no_progress);
+    match run(cli, &ui) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (`backup list | head`) is not a failure.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            let code = error::exit_code(&e);
+            ui.error(format!("{e:#}"));
+            if let Some(h) = error::hint(&e) {
+                ui.error(format!("hint: {h}"));
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Completions(a) => return cli::completions::completions(a),
+        Command::Man(a) => return cli::completions::man(a),
+        _ => {}
+    }
+    let cfg = config::Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run(a) => cli::run::execute(&cfg, a, ui),
+        Command::List(a) => cli::list::execute(&cfg, a, ui),
+        Command::Verify(a) => cli::verify::execute(&cfg, a, ui),
+        Command::Restore(a) => cli::restore::execute(&cfg, a, ui),
+        Command::Completions(_) | Command::Man(_) => unreachable!(),
+    }
+}

@@ -1,0 +1,119 @@
+//! Storage seam: where backup objects live. Keys are `/`-separated paths relative to
+//! the storage root (`<target>/<backup id>/<file>`); each backend maps them onto its
+//! own namespace (a directory, or a bucket and prefix).
+
+pub mod local;
+pub mod memory;
+pub mod s3;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use thiserror::Error;
+
+/// The object does not exist (as opposed to a storage that cannot be reached).
+#[derive(Debug, Error)]
+#[error("{0} does not exist")]
+pub struct NotFound(pub String);
+
+/// `put_if_absent` found an object already there.
+#[derive(Debug, Error)]
+#[error("{0} already exists")]
+pub struct AlreadyExists(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// What is attached to a stored object (S3 tags and metadata; ignored locally).
+#[derive(Debug, Clone, Default)]
+pub struct PutMeta {
+    pub tags: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Outcome of a delete: keys that could not be deleted with the reason.
+#[derive(Debug, Default)]
+pub struct DeleteReport {
+    pub deleted: Vec<String>,
+    /// Kept by an object lock or legal hold (not an error of the whole operation).
+    pub retained: Vec<(String, String)>,
+    pub failed: Vec<(String, String)>,
+}
+
+/// A streaming upload. Nothing is visible under the final key until `finish` returns.
+pub trait ObjectWriter: Write + Send {
+    /// Completes the object and confirms it (size, and checksum where the store allows).
+    fn finish(self: Box<Self>) -> Result<ObjectInfo>;
+    /// Throws the partial object away.
+    fn abort(self: Box<Self>);
+}
+
+pub trait Storage: Send + Sync {
+    /// The storage's name in the config.
+    fn name(&self) -> &str;
+    /// `file:///backups` or `s3://bucket/prefix` (never with secrets).
+    fn location(&self) -> String;
+    fn is_local(&self) -> bool {
+        false
+    }
+    /// Local filesystem path of a key, when the storage is a directory.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+    fn create(&self, key: &str, meta: &PutMeta) -> Result<Box<dyn ObjectWriter>>;
+    /// Writes a small object atomically, replacing any previous one.
+    fn put(&self, key: &str, data: &[u8], meta: &PutMeta) -> Result<ObjectInfo> {
+        let mut w = self.create(key, meta)?;
+        if let Err(e) = w.write_all(data) {
+            w.abort();
+            return Err(e.into());
+        }
+        w.finish()
+    }
+    /// Writes a small object only if no object has that key; `AlreadyExists` otherwise.
+    fn put_if_absent(&self, key: &str, data: &[u8], meta: &PutMeta) -> Result<ObjectInfo>;
+    /// Streams an object. A missing object is a `NotFound` error.
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
+    /// Object metadata set at upload (S3 user metadata; a side file locally).
+    fn metadata(&self, key: &str) -> Result<BTreeMap<String, String>> {
+        let _ = key;
+        Ok(BTreeMap::new())
+    }
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    fn delete(&self, keys: &[String]) -> Result<DeleteReport>;
+    /// Free bytes where the storage has a meaningful answer (local disks).
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Reads a whole (small) object.
+pub fn read_all(s: &dyn Storage, key: &str) -> Result<Vec<u8>> {
+    let mut r = s.open(key)?;
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<NotFound>().is_some())
+}
+
+/// Opens every storage a command needs from the config.
+pub fn open(cfg: &crate::config::Config, name: &str) -> Result<Box<dyn Storage>> {
+    use crate::config::StorageConfig;
+    use anyhow::Context;
+    Ok(match cfg.storage(name)? {
+        StorageConfig::Local { path, .. } => Box::new(local::LocalStorage::new(name, path)),
+        StorageConfig::S3(c) => Box::new(
+            s3::S3Storage::new(name, c).with_context(|| format!("opening S3 storage `{name}`"))?,
+        ),
+    })
+}
