@@ -1,0 +1,399 @@
+//! Test harness: real PostgreSQL clusters (initdb in a temp dir) and a real
+//! S3-compatible server (moto), started per test and stopped on drop.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+pub fn pg_bin() -> PathBuf {
+    if let Ok(d) = std::env::var("PG_BIN") {
+        return PathBuf::from(d);
+    }
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|r| {
+            r.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    match versions.last() {
+        Some(v) => PathBuf::from(format!("/usr/lib/postgresql/{v}/bin")),
+        None => PathBuf::from("/usr/bin"),
+    }
+}
+
+/// Runs a command as the `postgres` OS user when we are root (initdb refuses root).
+fn as_pg_user(prog: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
+/// A throwaway PostgreSQL cluster on its own port, trust auth on 127.0.0.1.
+pub struct Pg {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub port: u16,
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        Self::start_with(&[])
+    }
+
+    /// `settings` are extra `name=value` server settings (e.g. wal_level=replica).
+    pub fn start_with(settings: &[&str]) -> Pg {
+        let dir = tempfile::Builder::new()
+            .prefix("backup-test-pg-")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        if is_root() {
+            Command::new("chmod")
+                .arg("0777")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+        }
+        let bin = pg_bin();
+        let out = as_pg_user(&bin.join("initdb"))
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let mut opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
+            dir.path().display()
+        );
+        for s in settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
+        let out = as_pg_user(&bin.join("pg_ctl"))
+            .args(["-w", "-t", "30", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.path().join("server.log"))
+            .args(["-o", &opts, "start"])
+            .output()
+            .expect("pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+        );
+        Pg { dir, data, port }
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL with psql; returns trimmed unaligned output. Panics on error.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(pg_bin().join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(db),
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql failed for {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(pg_bin().join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(db),
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    pub fn createdb(&self, db: &str) {
+        self.sql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    }
+
+    pub fn stop(&self) {
+        let _ = as_pg_user(&pg_bin().join("pg_ctl"))
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// A schema with the hard cases: unicode, NULLs, large text, FKs, sequences, bytea.
+    pub fn load_sample(&self, db: &str) {
+        self.sql(
+            db,
+            r#"
+CREATE TABLE users (id bigserial PRIMARY KEY, email text UNIQUE NOT NULL, name text, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE chats (id serial PRIMARY KEY, title text, owner_id bigint REFERENCES users(id));
+CREATE TABLE messages (id bigserial PRIMARY KEY, chat_id int NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+  user_id bigint REFERENCES users(id), body text, payload bytea, score numeric(12,4), created_at timestamptz NOT NULL DEFAULT now());
+CREATE SCHEMA billing;
+CREATE TABLE billing.invoices (id serial PRIMARY KEY, user_id bigint REFERENCES users(id), amount_cents bigint NOT NULL, note text);
+CREATE SEQUENCE standalone_seq START 1000;
+SELECT setval('standalone_seq', 4242);
+INSERT INTO users (email, name) SELECT 'user' || i || '@example.com', CASE WHEN i % 7 = 0 THEN NULL ELSE 'Ünïcødé 名前 ' || i || ' 🚀' END FROM generate_series(1, 500) i;
+INSERT INTO chats (title, owner_id) SELECT 'chat ' || i, (i % 500) + 1 FROM generate_series(1, 50) i;
+INSERT INTO messages (chat_id, user_id, body, payload, score)
+  SELECT (i % 50) + 1, CASE WHEN i % 11 = 0 THEN NULL ELSE (i % 500) + 1 END,
+         CASE WHEN i % 97 = 0 THEN repeat('large text ✓ ', 20000) ELSE 'message ' || i || E'\twith tab and \\ backslash and ''quote''' END,
+         CASE WHEN i % 3 = 0 THEN NULL ELSE decode(md5(i::text), 'hex') END, i / 7.0
+  FROM generate_series(1, 3000) i;
+INSERT INTO billing.invoices (user_id, amount_cents, note) SELECT (i % 500) + 1, i * 100, NULL FROM generate_series(1, 200) i;
+"#,
+        );
+    }
+
+    /// A fingerprint of schema and data for comparing two databases.
+    pub fn fingerprint(&self, db: &str) -> String {
+        let tables = self.sql(
+            db,
+            "SELECT string_agg(format('%I.%I', schemaname, tablename), ',' ORDER BY schemaname, tablename) \
+             FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')",
+        );
+        let mut parts = vec![format!("tables={tables}")];
+        for t in tables.split(',').filter(|t| !t.is_empty()) {
+            parts.push(self.sql(
+                db,
+                &format!("SELECT '{t}=' || count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x"),
+            ));
+        }
+        parts.push(self.sql(
+            db,
+            "SELECT string_agg(format('%s.%s=%s', schemaname, sequencename, last_value), ',' ORDER BY sequencename) FROM pg_sequences",
+        ));
+        parts.push(self.sql(
+            db,
+            "SELECT string_agg(conname || ':' || pg_get_constraintdef(c.oid), ',' ORDER BY conname) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE contype IN ('f','p','u') AND n.nspname NOT IN ('pg_catalog','information_schema')",
+        ));
+        parts.push(self.sql(
+            db,
+            "SELECT string_agg(table_schema || '.' || table_name || '.' || column_name || ':' || data_type || ':' || is_nullable, ',' ORDER BY table_schema, table_name, column_name) FROM information_schema.columns WHERE table_schema NOT IN ('pg_catalog','information_schema')",
+        ));
+        parts.join("\n")
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// moto's S3 server (no signature checks; API breadth).
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server not found: pip install 'moto[server]'");
+        wait_port(port);
+        Moto { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        http(self.port, "PUT", &format!("/{bucket}"));
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_port(port: u16) {
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "server on port {port} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A bare HTTP request (moto accepts unsigned requests); returns the status line.
+pub fn http(port: u16, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.lines().next().unwrap_or("").to_string()
+}
+
+/// A test workspace: a config file, a state dir and a local repository.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("backup-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let p = self.dir.path().join("backup.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The built binary with a clean environment pointing at this workspace.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("backup").unwrap();
+        c.current_dir(self.dir.path())
+            .env("BACKUP_CONFIG", self.dir.path().join("backup.toml"))
+            .env("BACKUP_STATE_DIR", self.dir.path().join("state"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .env_remove("PGDATABASE")
+            .env_remove("PGUSER");
+        c
+    }
+
+    /// Runs the binary; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(
+            code, 0,
+            "backup {args:?} failed ({code}):\nstdout: {out}\nstderr: {err}"
+        );
+        out
+    }
+}
+
+/// A local-storage config for one postgres target.
+pub fn local_config(repo: &Path, url: &str, format: &str) -> String {
+    format!(
+        r#"
+[storages.local]
+type = "local"
+path = "{}"
+
+[targets.pg]
+engine = "postgres"
+url = "{url}"
+format = "{format}"
+storages = ["local"]
+"#,
+        repo.display()
+    )
+}
