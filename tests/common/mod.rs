@@ -397,3 +397,231 @@ storages = ["local"]
         repo.display()
     )
 }
+
+/// s3s-fs: an S3 server over a folder that checks request signatures (moto does not).
+/// A bucket is a sub-folder of its data folder.
+pub struct S3sFs {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl S3sFs {
+    pub fn start(access_key: &str, secret_key: &str) -> S3sFs {
+        let dir = tempfile::Builder::new()
+            .prefix("backup-test-s3s-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", access_key, "--secret-key", secret_key])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "s3s-fs not found: cargo install s3s-fs --version 0.14.1 --features binary --locked",
+            );
+        wait_port(port);
+        S3sFs { child, port, dir }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.dir.path().join(bucket)).unwrap();
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP response: status code, headers (names lowercased) and body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A bare unsigned HTTP/1.0 request (moto accepts those), with the whole response.
+pub fn http_full(port: u16, method: &str, path: &str) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+impl Pg {
+    /// Creates a superuser that must log in with a password over TCP (scram-sha-256),
+    /// while the harness's own `postgres` user keeps trust auth.
+    pub fn add_password_user(&self, user: &str, password: &str) {
+        self.sql(
+            "postgres",
+            &format!("SET password_encryption = 'scram-sha-256'; CREATE ROLE \"{user}\" LOGIN SUPERUSER PASSWORD '{password}'"),
+        );
+        let hba = self.data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("host all {user} 127.0.0.1/32 scram-sha-256\n{old}"),
+        )
+        .unwrap();
+        self.sql("postgres", "SELECT pg_reload_conf()");
+        // The reload is asynchronous: wait until a password-less login is refused.
+        let t = Instant::now();
+        loop {
+            let out = Command::new(pg_bin().join("psql"))
+                .args(["-X", "-w", "-c", "SELECT 1", "-d"])
+                .arg(format!(
+                    "postgresql://{user}@127.0.0.1:{}/postgres",
+                    self.port
+                ))
+                .env_remove("PGPASSWORD")
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "pg_hba reload");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A table of incompressible text (~`mib` MiB of hex md5s) to make big dumps.
+    pub fn load_noise(&self, db: &str, mib: usize) {
+        // 64 md5s of 32 chars = 2 KiB per row.
+        let rows = mib * 512;
+        self.sql(
+            db,
+            &format!(
+                "CREATE TABLE noise (id int PRIMARY KEY, t text); \
+                 INSERT INTO noise SELECT i, (SELECT string_agg(md5(random()::text || i || j), '') FROM generate_series(1, 64) j) \
+                 FROM generate_series(1, {rows}) i"
+            ),
+        );
+    }
+}
+
+/// A bin_dir for a target: psql and pg_restore are the real ones (symlinks), pg_dump is
+/// the shell script `pg_dump_body` (`$REAL` is the real pg_dump). Stand-ins at the
+/// process boundary, used only to make the real pg_dump fail, slow down or look old.
+pub fn bin_dir_with_pg_dump(dir: &Path, pg_dump_body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["psql", "pg_restore"] {
+        let _ = std::fs::remove_file(bin.join(tool));
+        std::os::unix::fs::symlink(pg_bin().join(tool), bin.join(tool)).unwrap();
+    }
+    let script = bin.join("pg_dump");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\nREAL={}\n{pg_dump_body}\n",
+            pg_bin().join("pg_dump").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// Every regular file under a folder (recursively), sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Everything under a folder, folders included (to catch empty leftovers).
+pub fn entries_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The artifact file of the only backup of target `pg` in a local repository.
+pub fn only_artifact(repo: &Path, id: &str) -> PathBuf {
+    let dir = repo.join("pg").join(id);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with("dump.")
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// A config with extra target keys (e.g. `bin_dir = "..."`) for one postgres target.
+pub fn local_config_with(repo: &Path, url: &str, format: &str, extra: &str) -> String {
+    format!("{}{extra}\n", local_config(repo, url, format))
+}

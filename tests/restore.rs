@@ -1,0 +1,249 @@
+//! `backup restore` against real clusters: whole-database round trips in both formats,
+//! single tables from custom archives, and the refusals that protect a database.
+mod common;
+use common::*;
+
+fn setup(format: &str) -> (Pg, Env, String) {
+    let pg = Pg::start();
+    pg.createdb("app");
+    pg.load_sample("app");
+    let env = Env::new();
+    env.write_config(&local_config(&env.repo(), &pg.url("app"), format));
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    (pg, env, id)
+}
+
+#[test]
+fn plain_round_trip_into_new_and_existing_database() {
+    let (pg, env, id) = setup("plain");
+    let original = pg.fingerprint("app");
+    assert!(original.contains("public.messages=3000:"), "{original}");
+    assert!(
+        original.contains("public.standalone_seq=4242"),
+        "{original}"
+    );
+
+    // Into a database that does not exist yet (created by restore).
+    env.ok(&["restore", "pg", "latest", "--to-database", "copy", "--yes"]);
+    assert_eq!(pg.fingerprint("copy"), original);
+    // Unicode and large text came back byte for byte.
+    assert_eq!(
+        pg.sql("copy", "SELECT name FROM users WHERE id = 1"),
+        "Ünïcødé 名前 1 🚀"
+    );
+    assert_eq!(
+        pg.sql("copy", "SELECT length(body) FROM messages WHERE id = 97"),
+        pg.sql("app", "SELECT length(body) FROM messages WHERE id = 97")
+    );
+    // Sequences continue where they were.
+    assert_eq!(pg.sql("copy", "SELECT nextval('users_id_seq')"), "501");
+
+    // Over the target's own database after damage: the dump replaces what is there.
+    pg.sql(
+        "app",
+        "DELETE FROM messages WHERE id > 100; UPDATE users SET name = 'x'; SELECT setval('standalone_seq', 5)",
+    );
+    assert_ne!(pg.fingerprint("app"), original);
+    env.ok(&["restore", "pg", &id, "--yes"]);
+    assert_eq!(pg.fingerprint("app"), original);
+}
+
+#[test]
+fn custom_round_trip_with_parallel_jobs() {
+    let (pg, env, id) = setup("custom");
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list[0]["format"], "custom");
+    env.ok(&["verify", "pg", &id]);
+    env.ok(&[
+        "restore",
+        "pg",
+        &id,
+        "--to-database",
+        "copy",
+        "--jobs",
+        "2",
+        "--yes",
+    ]);
+    assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
+}
+
+#[test]
+fn custom_restore_with_clean_over_existing_database() {
+    let (pg, env, _id) = setup("custom");
+    let original = pg.fingerprint("app");
+    pg.sql(
+        "app",
+        "DELETE FROM messages; UPDATE billing.invoices SET note = 'changed'",
+    );
+    env.ok(&["restore", "pg", "latest", "--clean", "--yes"]);
+    assert_eq!(pg.fingerprint("app"), original);
+}
+
+#[test]
+fn single_table_restore_from_custom_format() {
+    let (pg, env, id) = setup("custom");
+    let messages = pg.sql(
+        "app",
+        "SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM messages x",
+    );
+    let invoices = pg.sql(
+        "app",
+        "SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM billing.invoices x",
+    );
+    // Someone deletes rows in two tables; the rest of the database moves on.
+    pg.sql(
+        "app",
+        "DELETE FROM messages WHERE id % 2 = 0; DELETE FROM billing.invoices; INSERT INTO users (email) VALUES ('new@example.com')",
+    );
+    env.ok(&[
+        "restore",
+        "pg",
+        &id,
+        "--table",
+        "messages",
+        "--table",
+        "billing.invoices",
+        "--clean",
+        "--yes",
+    ]);
+    assert_eq!(
+        pg.sql(
+            "app",
+            "SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM messages x"
+        ),
+        messages
+    );
+    assert_eq!(
+        pg.sql(
+            "app",
+            "SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM billing.invoices x"
+        ),
+        invoices
+    );
+    // The tables came back with their primary keys, indexes and column defaults
+    // (pg_restore --table alone drops those with --clean).
+    assert_eq!(
+        pg.sql(
+            "app",
+            "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid IN ('messages'::regclass, 'billing.invoices'::regclass)"
+        ),
+        "invoices_pkey,invoices_user_id_fkey,messages_chat_id_fkey,messages_pkey,messages_user_id_fkey"
+    );
+    assert_eq!(
+        pg.sql(
+            "app",
+            "INSERT INTO messages (chat_id, body) VALUES (1, 'after') RETURNING id"
+        ),
+        "3001"
+    );
+    // Tables not named were left alone.
+    assert_eq!(
+        pg.sql(
+            "app",
+            "SELECT count(*) FROM users WHERE email = 'new@example.com'"
+        ),
+        "1"
+    );
+
+    // Into an empty database: only the named table appears.
+    pg.createdb("one");
+    env.ok(&[
+        "restore",
+        "pg",
+        &id,
+        "--table",
+        "billing.invoices",
+        "--to-database",
+        "one",
+        "--yes",
+    ]);
+    assert_eq!(
+        pg.sql(
+            "one",
+            "SELECT string_agg(schemaname || '.' || tablename, ',') FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')"
+        ),
+        "billing.invoices"
+    );
+    assert_eq!(
+        pg.sql("one", "SELECT count(*) FROM billing.invoices"),
+        "200"
+    );
+}
+
+#[test]
+fn single_table_from_plain_format_is_a_usage_error() {
+    let (pg, env, id) = setup("plain");
+    let before = pg.fingerprint("app");
+    let (code, _, err) = env.run(&["restore", "pg", &id, "--table", "users", "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("custom format"), "{err}");
+    assert_eq!(pg.fingerprint("app"), before);
+}
+
+#[test]
+fn without_yes_and_no_terminal_it_refuses_and_changes_nothing() {
+    let (pg, env, id) = setup("plain");
+    pg.sql("app", "DELETE FROM messages WHERE id > 10");
+    let before = pg.fingerprint("app");
+    // assert_cmd gives the child no terminal on stdin.
+    let (code, out, err) = env.run(&["restore", "pg", &id]);
+    assert_eq!(code, 5, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(pg.fingerprint("app"), before);
+    // Nor does it create a database it was asked to restore into.
+    let (code, _, err) = env.run(&["restore", "pg", &id, "--to-database", "fresh"]);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'fresh'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let (pg, env, id) = setup("custom");
+    pg.sql("app", "DELETE FROM messages WHERE id > 10");
+    let before = pg.fingerprint("app");
+    let out = env.ok(&["restore", "pg", &id, "--dry-run"]);
+    assert!(out.contains(&id), "{out}");
+    assert!(out.contains("pg_restore"), "{out}");
+    let out = env.ok(&["restore", "pg", &id, "--to-database", "fresh", "--dry-run"]);
+    assert!(out.contains("fresh"), "{out}");
+    assert_eq!(pg.fingerprint("app"), before);
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'fresh'"
+        ),
+        "0"
+    );
+    // --json carries the plan too.
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["restore", "pg", &id, "--dry-run", "--json"])).unwrap();
+    assert_eq!(v["dry_run"], true);
+    assert!(v["plan"].as_array().unwrap().len() >= 3, "{v}");
+}
+
+#[test]
+fn unknown_backup_id_is_a_clear_error() {
+    let (_pg, env, _id) = setup("plain");
+    let (code, _, err) = env.run(&["restore", "pg", "19990101T000000Z", "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no backup `19990101T000000Z`"), "{err}");
+}
+
+#[test]
+fn a_table_not_in_the_backup_is_named() {
+    let (pg, env, id) = setup("custom");
+    let before = pg.fingerprint("app");
+    let (code, _, err) = env.run(&["restore", "pg", &id, "--table", "nope", "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("nope") && err.contains("public.messages"),
+        "{err}"
+    );
+    assert_eq!(pg.fingerprint("app"), before);
+}
