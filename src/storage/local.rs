@@ -61,7 +61,22 @@ fn fsync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("fsync of folder {}", dir.display()))
 }
 
+/// Removes `dir` and its parents while they are empty, never `root` or above it.
+fn remove_empty_dirs(root: &Path, dir: &Path) {
+    let mut cur = dir.to_path_buf();
+    while cur != root && cur.starts_with(root) {
+        if fs::remove_dir(&cur).is_err() {
+            break;
+        }
+        match cur.parent() {
+            Some(p) => cur = p.to_path_buf(),
+            None => break,
+        }
+    }
+}
+
 struct LocalWriter {
+    root: PathBuf,
     file: Option<BufWriter<File>>,
     temp: PathBuf,
     dest: PathBuf,
@@ -132,16 +147,26 @@ impl ObjectWriter for LocalWriter {
     }
 
     fn abort(mut self: Box<Self>) {
-        self.file.take();
-        let _ = fs::remove_file(&self.temp);
+        self.discard();
+    }
+}
+
+impl LocalWriter {
+    /// Removes the temp file and the backup folders it left empty: an aborted run
+    /// leaves nothing behind.
+    fn discard(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+            if let Some(dir) = self.dest.parent() {
+                remove_empty_dirs(&self.root, dir);
+            }
+        }
     }
 }
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp);
-        }
+        self.discard();
     }
 }
 
@@ -167,6 +192,7 @@ impl Storage for LocalStorage {
         let temp = self.temp_path(&dest);
         let file = File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
         Ok(Box::new(LocalWriter {
+            root: self.root.clone(),
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             temp,
             dest,
@@ -314,16 +340,7 @@ impl Storage for LocalStorage {
         let mut dirs: Vec<_> = dirs.into_iter().collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for d in dirs {
-            let mut cur = d;
-            while cur != self.root && cur.starts_with(&self.root) {
-                if fs::remove_dir(&cur).is_err() {
-                    break;
-                }
-                match cur.parent() {
-                    Some(p) => cur = p.to_path_buf(),
-                    None => break,
-                }
-            }
+            remove_empty_dirs(&self.root, &d);
         }
         Ok(rep)
     }

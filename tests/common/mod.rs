@@ -342,7 +342,12 @@ impl Env {
 
     /// The built binary with a clean environment pointing at this workspace.
     pub fn cmd(&self) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::cargo_bin("backup").unwrap();
+        assert_cmd::Command::from_std(self.std_cmd())
+    }
+
+    /// The same as [`Env::cmd`] as a std Command (to spawn it in the background).
+    pub fn std_cmd(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("backup"));
         c.current_dir(self.dir.path())
             .env("BACKUP_CONFIG", self.dir.path().join("backup.toml"))
             .env("BACKUP_STATE_DIR", self.dir.path().join("state"))
