@@ -50,7 +50,16 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     if text.contains("password authentication failed") || text.contains("no password supplied") {
         return Some("set PGPASSWORD, a ~/.pgpass entry, or password_file in the target's config");
     }
-    if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") {
+    if [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "NotSignedUp",
+        "InvalidToken",
+        "ExpiredToken",
+    ]
+    .iter()
+    .any(|c| text.contains(c))
+    {
         return Some("check the S3 credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the storage's profile)");
     }
     if text.contains("NoSuchBucket") {

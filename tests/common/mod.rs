@@ -453,6 +453,7 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -464,19 +465,23 @@ impl HttpResponse {
     }
 }
 
-/// A bare unsigned HTTP/1.0 request (moto accepts those), with the whole response.
+/// A bare unsigned HTTP/1.1 request (moto accepts those), with the whole response.
 pub fn http_full(port: u16, method: &str, path: &str) -> HttpResponse {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let bytes = raw[(split + 4).min(raw.len())..].to_vec();
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -490,7 +495,8 @@ pub fn http_full(port: u16, method: &str, path: &str) -> HttpResponse {
     HttpResponse {
         status,
         headers,
-        body: body.to_string(),
+        body: String::from_utf8_lossy(&bytes).to_string(),
+        bytes,
     }
 }
 
@@ -629,4 +635,45 @@ pub fn only_artifact(repo: &Path, id: &str) -> PathBuf {
 /// A config with extra target keys (e.g. `bin_dir = "..."`) for one postgres target.
 pub fn local_config_with(repo: &Path, url: &str, format: &str, extra: &str) -> String {
     format!("{}{extra}\n", local_config(repo, url, format))
+}
+
+impl Moto {
+    /// Stores an object with a signed request (moto refuses unsigned overwrites). Uses
+    /// boto3, which `pip install 'moto[server]'` installs beside moto_server.
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        self.boto3(
+            "c.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.stdin.buffer.read())",
+            bucket,
+            key,
+            body,
+        );
+    }
+
+    /// Reads an object with a signed request.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.boto3(
+            "sys.stdout.buffer.write(c.get_object(Bucket=sys.argv[2], Key=sys.argv[3])['Body'].read())",
+            bucket,
+            key,
+            b"",
+        )
+    }
+
+    fn boto3(&self, call: &str, bucket: &str, key: &str, stdin: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let script = format!(
+            "import boto3,sys\nc = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='testing', \
+             aws_secret_access_key='testing', region_name='us-east-1')\n{call}\n"
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", &script, &self.endpoint(), bucket, key])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with boto3 (installed with moto)");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "boto3 {call} failed");
+        out.stdout
+    }
 }
