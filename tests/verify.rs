@@ -117,3 +117,39 @@ fn nothing_to_verify_is_a_failure() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("no backup"), "{err}");
 }
+
+#[test]
+fn backups_stay_verifiable_and_restorable_after_the_format_changes() {
+    let pg = Pg::start();
+    pg.createdb("app");
+    pg.load_sample("app");
+    let env = Env::new();
+    env.write_config(&local_config(&env.repo(), &pg.url("app"), "plain"));
+    let plain = env.ok(&["run", "pg"]).trim().to_string();
+    // The operator switches to custom format; old plain backups are still good.
+    env.write_config(&local_config(&env.repo(), &pg.url("app"), "custom"));
+    let custom = env.ok(&["run", "pg"]).trim().to_string();
+    let out = env.ok(&["verify", "pg", "--all"]);
+    assert_eq!(out.matches("OK").count(), 2, "{out}");
+    env.ok(&[
+        "restore",
+        "pg",
+        &plain,
+        "--to-database",
+        "from_plain",
+        "--yes",
+    ]);
+    assert_eq!(pg.fingerprint("from_plain"), pg.fingerprint("app"));
+    // And back: custom backups under a plain config.
+    env.write_config(&local_config(&env.repo(), &pg.url("app"), "plain"));
+    env.ok(&["verify", "pg", &custom]);
+    env.ok(&[
+        "restore",
+        "pg",
+        &custom,
+        "--to-database",
+        "from_custom",
+        "--yes",
+    ]);
+    assert_eq!(pg.fingerprint("from_custom"), pg.fingerprint("app"));
+}

@@ -977,19 +977,28 @@ impl LogicalEngine for Postgres {
     }
 
     fn check_artifact(&self, artifact: &mut dyn Read) -> Result<String> {
-        match self.cfg.format {
+        // The artifact says what it is (custom archives start with `PGDMP`), not the
+        // target's current `format`: that may have changed since the backup was taken.
+        let mut head = vec![0u8; 4096];
+        let mut n = 0;
+        while n < head.len() {
+            let r = artifact.read(&mut head[n..])?;
+            if r == 0 {
+                break;
+            }
+            n += r;
+        }
+        head.truncate(n);
+        let format = if head.starts_with(b"PGDMP") {
+            DumpFormat::Custom
+        } else {
+            DumpFormat::Plain
+        };
+        let mut artifact = std::io::Read::chain(&head[..], artifact);
+        match format {
             DumpFormat::Plain => {
                 // The stream is SQL text; check it looks like a pg_dump and ended cleanly.
-                let mut head = vec![0u8; 4096];
-                let mut n = 0;
-                while n < head.len() {
-                    let r = artifact.read(&mut head[n..])?;
-                    if r == 0 {
-                        break;
-                    }
-                    n += r;
-                }
-                let head = String::from_utf8_lossy(&head[..n]).to_string();
+                let head = String::from_utf8_lossy(&head).to_string();
                 if !head.contains("PostgreSQL database dump") {
                     bail!("the dump does not start like a pg_dump SQL script");
                 }
