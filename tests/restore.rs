@@ -247,3 +247,22 @@ fn a_table_not_in_the_backup_is_named() {
     );
     assert_eq!(pg.fingerprint("app"), before);
 }
+
+#[test]
+fn a_failing_plain_restore_leaves_the_database_as_it_was() {
+    let (pg, env, id) = setup("plain");
+    // A view on `messages` makes the dump's DROP TABLE fail partway through the
+    // script, after other objects were already dropped and recreated.
+    pg.sql(
+        "app",
+        "DELETE FROM messages WHERE id > 2000; UPDATE billing.invoices SET note = 'changed'; \
+         CREATE VIEW recent AS SELECT * FROM messages WHERE id > 1900",
+    );
+    let before = pg.fingerprint("app");
+    let (code, _, err) = env.run(&["restore", "pg", &id, "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(err.contains("other objects depend on it"), "{err}");
+    assert_eq!(pg.fingerprint("app"), before);
+    assert_eq!(pg.sql("app", "SELECT count(*) FROM recent"), "100");
+}

@@ -299,3 +299,34 @@ fn wrong_credentials_give_a_clear_error_naming_the_storage() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(pg.sql("copy", "SELECT sum(i) FROM t"), "5050");
 }
+
+#[test]
+fn an_unreachable_s3_storage_does_not_cost_the_local_backup() {
+    let pg = Pg::start();
+    pg.createdb("app");
+    pg.load_sample("app");
+    let moto = Moto::start();
+    // The bucket does not exist.
+    let env = Env::new();
+    env.write_config(&s3_config(
+        &env,
+        &pg.url("app"),
+        &moto.endpoint(),
+        "plain",
+        r#"["local", "s3"]"#,
+    ));
+    let (code, out, err) = env.run(&["run", "pg"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("storage `s3`") && err.contains("NoSuchBucket"),
+        "{err}"
+    );
+    assert!(err.contains("hint: create the bucket"), "{err}");
+    // The local copy was taken, is complete and verifies.
+    let id = out.trim();
+    assert_eq!(id.len(), 16, "the id is printed: {out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "pg", "--storage", "local", "--json"])).unwrap();
+    assert_eq!(v[0]["id"], id);
+    env.ok(&["verify", "pg", id, "--storage", "local"]);
+}

@@ -105,10 +105,22 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
 
     // Free space on local storages: against the last backup's size when there is
     // one (with 20% headroom), else against the database's size.
+    // A storage that cannot be read now (bucket missing, store down, credentials) is
+    // left out of this run, which still fails in the end: one storage being down must
+    // not cost the backup on the others.
+    let mut failed: Vec<(String, String)> = Vec::new();
     let mut last_id: Option<String> = None;
     for s in &storages {
-        let cat = catalog::scan(s.as_ref(), target)
-            .with_context(|| format!("reading storage `{}` ({})", s.name(), s.location()))?;
+        let cat = match catalog::scan(s.as_ref(), target) {
+            Ok(c) => c,
+            Err(e) => {
+                failed.push((
+                    s.name().to_string(),
+                    format!("reading {}: {e:#}", s.location()),
+                ));
+                continue;
+            }
+        };
         if let Some(m) = cat.backups.last() {
             if last_id.as_deref().is_none_or(|l| l < m.id.as_str()) {
                 last_id = Some(m.id.clone());
@@ -166,9 +178,11 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     ));
 
     let key = catalog::artifact_key(target, &id, &spec.name);
-    let mut failed: Vec<(String, String)> = Vec::new();
     let mut writers = Vec::new();
     for s in &storages {
+        if failed.iter().any(|(n, _)| n == s.name()) {
+            continue;
+        }
         match s.create(&key, &meta) {
             Ok(w) => writers.push((s.name().to_string(), Some(w))),
             Err(e) => failed.push((s.name().to_string(), format!("{e:#}"))),
