@@ -266,3 +266,12 @@ fn a_failing_plain_restore_leaves_the_database_as_it_was() {
     assert_eq!(pg.fingerprint("app"), before);
     assert_eq!(pg.sql("app", "SELECT count(*) FROM recent"), "100");
 }
+
+#[test]
+fn database_names_that_need_quoting() {
+    let (pg, env, id) = setup("custom");
+    for db in ["copy with space", "Quoted\"Name", "ünï-cødé"] {
+        env.ok(&["restore", "pg", &id, "--to-database", db, "--yes"]);
+        assert_eq!(pg.fingerprint(db), pg.fingerprint("app"), "{db}");
+    }
+}

@@ -372,3 +372,33 @@ fn a_password_in_the_url_is_never_shown_and_reaches_tools_only_by_env() {
         assert!(log.contains(tool), "{tool} never ran: {log}");
     }
 }
+
+#[test]
+fn password_file_is_used_and_never_shown() {
+    let pg = sample();
+    pg.add_password_user("filer", "from-the-file-pw");
+    let env = Env::new();
+    let pw = env.path().join("pgpass.txt");
+    std::fs::write(&pw, "from-the-file-pw\n").unwrap();
+    let url = format!("postgresql://filer@127.0.0.1:{}/app", pg.port);
+    env.write_config(&local_config_with(
+        &env.repo(),
+        &url,
+        "plain",
+        &format!("password_file = \"{}\"", pw.display()),
+    ));
+    let (code, out, err) = env.run(&["run", "pg"]);
+    assert_eq!(code, 0, "{err}");
+    env.ok(&["verify", "pg"]);
+    let mut seen = format!("{out}{err}");
+    for f in files_under(&env.repo()) {
+        seen.push_str(&String::from_utf8_lossy(&std::fs::read(&f).unwrap()));
+    }
+    assert!(!seen.contains("from-the-file-pw"), "{seen}");
+    // A wrong password in the file: psql's message, the password not repeated.
+    std::fs::write(&pw, "not-it\n").unwrap();
+    let (code, _, err) = env.run(&["run", "pg"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("not-it"), "{err}");
+}

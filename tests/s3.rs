@@ -129,6 +129,16 @@ fn local_and_s3_multipart_tags_sse_list_verify_restore() {
     let out = env.ok(&["verify", "pg", "--storage", "s3"]);
     assert!(out.starts_with("OK") && out.contains("s3"), "{out}");
 
+    // A damaged local copy is refused, pointing at the S3 copy.
+    let local = env.repo().join("pg").join(&id).join("dump.sql.gz");
+    let good = std::fs::read(&local).unwrap();
+    let mut bad = good.clone();
+    bad[1000] ^= 1;
+    std::fs::write(&local, &bad).unwrap();
+    let (code, _, err) = env.run(&["restore", "pg", "--to-database", "copy", "--yes"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("try --storage s3"), "{err}");
+
     // With the local copy gone, restore comes from S3.
     std::fs::remove_dir_all(env.repo()).unwrap();
     let v: serde_json::Value = serde_json::from_str(&env.ok(&[

@@ -260,8 +260,20 @@ pub fn restore(cfg: &Config, req: RestoreRequest, ui: &Ui) -> Result<RestoreOutc
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let (checks, problems) = verify::check_stream(Box::new(file), &art, engine.as_ref());
     if !problems.is_empty() {
+        // At 3 a.m. the next question is where else the backup is.
+        let others: Vec<String> = tcfg
+            .storages
+            .iter()
+            .filter(|s| s.as_str() != storage.name())
+            .map(|s| format!("--storage {s}"))
+            .collect();
+        let elsewhere = if others.is_empty() {
+            String::new()
+        } else {
+            format!("; another copy may be intact: try {}", others.join(" or "))
+        };
         return Err(Fail::Verify(format!(
-            "backup {} on `{}` failed verification; the database was not touched: {}",
+            "backup {} on `{}` failed verification; the database was not touched: {}{elsewhere}",
             m.id,
             storage.name(),
             problems.join("; ")
