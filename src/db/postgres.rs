@@ -48,7 +48,7 @@ impl ConnInfo {
                 crate::redact::url(s)
             );
         }
-        let mut password = u.password().map(|p| percent_decode(p));
+        let mut password = u.password().map(percent_decode);
         let _ = u.set_password(None);
         // A password given as a query parameter is moved out too.
         let pairs: Vec<(String, String)> = u
@@ -570,7 +570,7 @@ fn select_tables(
             .filter(|e| {
                 e.desc == "TABLE"
                     && e.tag == name
-                    && schema.as_ref().is_none_or(|s| *s == e.namespace)
+                    && schema.as_ref().map_or(true, |s| *s == e.namespace)
             })
             .collect();
         if hits.is_empty() {
@@ -767,12 +767,15 @@ impl Postgres {
     }
 }
 
+/// Row counts taken in the dump's snapshot, and the session holding that snapshot.
+type CountsThread = JoinHandle<Result<(Vec<TableFact>, Psql)>>;
+
 struct PgDump {
     child: Child,
     stdout: ChildStdout,
     stderr: Arc<Mutex<String>>,
     stderr_thread: Option<JoinHandle<()>>,
-    counts: Option<JoinHandle<Result<(Vec<TableFact>, Psql)>>>,
+    counts: Option<CountsThread>,
     facts: DatabaseFacts,
     snapshot: Option<String>,
 }

@@ -122,7 +122,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
             }
         };
         if let Some(m) = cat.backups.last() {
-            if last_id.as_deref().is_none_or(|l| l < m.id.as_str()) {
+            if last_id.as_deref().map_or(true, |l| l < m.id.as_str()) {
                 last_id = Some(m.id.clone());
             }
         }

@@ -297,7 +297,7 @@ pub fn restore(cfg: &Config, req: RestoreRequest, ui: &Ui) -> Result<RestoreOutc
                 req.opts.tables.is_empty()
                     || req.opts.tables.iter().any(|x| {
                         let (s, n) = crate::db::postgres::split_table(x);
-                        n == t.name && s.is_none_or(|s| s == t.schema)
+                        n == t.name && s.map_or(true, |s| s == t.schema)
                     })
             })
             .collect();
