@@ -3,19 +3,9 @@
 mod common;
 use common::*;
 
-fn setup(format: &str) -> (Pg, Env, String) {
-    let pg = Pg::start();
-    pg.createdb("app");
-    pg.load_sample("app");
-    let env = Env::new();
-    env.write_config(&local_config(&env.repo(), &pg.url("app"), format));
-    let id = env.ok(&["run", "pg"]).trim().to_string();
-    (pg, env, id)
-}
-
 #[test]
 fn plain_round_trip_into_new_and_existing_database() {
-    let (pg, env, id) = setup("plain");
+    let (pg, env, id) = sample_backup("plain");
     let original = pg.fingerprint("app");
     assert!(original.contains("public.messages=3000:"), "{original}");
     assert!(
@@ -50,7 +40,7 @@ fn plain_round_trip_into_new_and_existing_database() {
 
 #[test]
 fn custom_round_trip_with_parallel_jobs() {
-    let (pg, env, id) = setup("custom");
+    let (pg, env, id) = sample_backup("custom");
     let list: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
     assert_eq!(list[0]["format"], "custom");
     env.ok(&["verify", "pg", &id]);
@@ -69,7 +59,7 @@ fn custom_round_trip_with_parallel_jobs() {
 
 #[test]
 fn custom_restore_with_clean_over_existing_database() {
-    let (pg, env, _id) = setup("custom");
+    let (pg, env, _id) = sample_backup("custom");
     let original = pg.fingerprint("app");
     pg.sql(
         "app",
@@ -81,7 +71,7 @@ fn custom_restore_with_clean_over_existing_database() {
 
 #[test]
 fn single_table_restore_from_custom_format() {
-    let (pg, env, id) = setup("custom");
+    let (pg, env, id) = sample_backup("custom");
     let messages = pg.sql(
         "app",
         "SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM messages x",
@@ -172,7 +162,7 @@ fn single_table_restore_from_custom_format() {
 
 #[test]
 fn single_table_from_plain_format_is_a_usage_error() {
-    let (pg, env, id) = setup("plain");
+    let (pg, env, id) = sample_backup("plain");
     let before = pg.fingerprint("app");
     let (code, _, err) = env.run(&["restore", "pg", &id, "--table", "users", "--yes"]);
     assert_eq!(code, 2, "{err}");
@@ -182,7 +172,7 @@ fn single_table_from_plain_format_is_a_usage_error() {
 
 #[test]
 fn without_yes_and_no_terminal_it_refuses_and_changes_nothing() {
-    let (pg, env, id) = setup("plain");
+    let (pg, env, id) = sample_backup("plain");
     pg.sql("app", "DELETE FROM messages WHERE id > 10");
     let before = pg.fingerprint("app");
     // assert_cmd gives the child no terminal on stdin.
@@ -204,7 +194,7 @@ fn without_yes_and_no_terminal_it_refuses_and_changes_nothing() {
 
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
-    let (pg, env, id) = setup("custom");
+    let (pg, env, id) = sample_backup("custom");
     pg.sql("app", "DELETE FROM messages WHERE id > 10");
     let before = pg.fingerprint("app");
     let out = env.ok(&["restore", "pg", &id, "--dry-run"]);
@@ -229,7 +219,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 
 #[test]
 fn unknown_backup_id_is_a_clear_error() {
-    let (_pg, env, _id) = setup("plain");
+    let (_pg, env, _id) = sample_backup("plain");
     let (code, _, err) = env.run(&["restore", "pg", "19990101T000000Z", "--yes"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no backup `19990101T000000Z`"), "{err}");
@@ -237,7 +227,7 @@ fn unknown_backup_id_is_a_clear_error() {
 
 #[test]
 fn a_table_not_in_the_backup_is_named() {
-    let (pg, env, id) = setup("custom");
+    let (pg, env, id) = sample_backup("custom");
     let before = pg.fingerprint("app");
     let (code, _, err) = env.run(&["restore", "pg", &id, "--table", "nope", "--yes"]);
     assert_eq!(code, 2, "{err}");
@@ -250,7 +240,7 @@ fn a_table_not_in_the_backup_is_named() {
 
 #[test]
 fn a_failing_plain_restore_leaves_the_database_as_it_was() {
-    let (pg, env, id) = setup("plain");
+    let (pg, env, id) = sample_backup("plain");
     // A view on `messages` makes the dump's DROP TABLE fail partway through the
     // script, after other objects were already dropped and recreated.
     pg.sql(
@@ -269,7 +259,7 @@ fn a_failing_plain_restore_leaves_the_database_as_it_was() {
 
 #[test]
 fn database_names_that_need_quoting() {
-    let (pg, env, id) = setup("custom");
+    let (pg, env, id) = sample_backup("custom");
     for db in ["copy with space", "Quoted\"Name", "ünï-cødé"] {
         env.ok(&["restore", "pg", &id, "--to-database", db, "--yes"]);
         assert_eq!(pg.fingerprint(db), pg.fingerprint("app"), "{db}");

@@ -17,6 +17,16 @@ fn sample() -> Pg {
     pg
 }
 
+/// Points target `pg` (plain format, database `app`) at a bin_dir.
+fn with_bin_dir(env: &Env, pg: &Pg, bin: &Path) {
+    env.write_config(&local_config_with(
+        &env.repo(),
+        &pg.url("app"),
+        "plain",
+        &format!("bin_dir = \"{}\"", bin.display()),
+    ));
+}
+
 fn assert_nothing_kept(env: &Env) {
     let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
     assert_eq!(v, serde_json::json!([]), "no backup may be listed");
@@ -97,12 +107,7 @@ fn failing_midway(script_tail: &str, expect: &str) {
             "if [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | head -c 100000\n{script_tail}"
         ),
     );
-    env.write_config(&local_config_with(
-        &env.repo(),
-        &pg.url("app"),
-        "plain",
-        &format!("bin_dir = \"{}\"", bin.display()),
-    ));
+    with_bin_dir(&env, &pg, &bin);
     let (code, out, err) = env.run(&["run", "pg"]);
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
     assert!(out.is_empty(), "no backup id on stdout: {out}");
@@ -183,12 +188,7 @@ fn second_concurrent_run_is_refused_naming_the_holder() {
         env.path(),
         "if [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\nsleep 4\nexec \"$REAL\" \"$@\"",
     );
-    env.write_config(&local_config_with(
-        &env.repo(),
-        &pg.url("app"),
-        "plain",
-        &format!("bin_dir = \"{}\"", bin.display()),
-    ));
+    with_bin_dir(&env, &pg, &bin);
     let first = env
         .std_cmd()
         .args(["run", "pg"])
@@ -241,12 +241,7 @@ fn a_lock_left_by_a_dead_process_is_taken_over() {
 }
 
 fn tool_error_before_anything_is_written(bin: &Path, env: &Env, pg: &Pg, expect: &[&str]) {
-    env.write_config(&local_config_with(
-        &env.repo(),
-        &pg.url("app"),
-        "plain",
-        &format!("bin_dir = \"{}\"", bin.display()),
-    ));
+    with_bin_dir(env, pg, bin);
     let (code, out, err) = env.run(&["run", "pg"]);
     assert_eq!(code, 2, "stdout: {out}\nstderr: {err}");
     for e in expect {

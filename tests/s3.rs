@@ -32,6 +32,22 @@ storages = {storages}
     )
 }
 
+/// A moto server with bucket `backups`, and a workspace whose target `pg` (database
+/// `app`) goes to `storages`.
+fn moto_env(pg: &Pg, format: &str, storages: &str) -> (Moto, Env) {
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let env = Env::new();
+    env.write_config(&s3_config(
+        &env,
+        &pg.url("app"),
+        &moto.endpoint(),
+        format,
+        storages,
+    ));
+    (moto, env)
+}
+
 /// Keys in the bucket and multipart uploads still open, from moto's raw API.
 fn bucket_state(moto: &Moto) -> (Vec<String>, usize) {
     let list = http_full(moto.port, "GET", "/backups?list-type=2");
@@ -54,16 +70,7 @@ fn local_and_s3_multipart_tags_sse_list_verify_restore() {
     pg.load_sample("app");
     // ~24 MiB of hex text: gzip leaves ~13 MiB, three or more 5 MiB parts.
     pg.load_noise("app", 24);
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let env = Env::new();
-    env.write_config(&s3_config(
-        &env,
-        &pg.url("app"),
-        &moto.endpoint(),
-        "plain",
-        r#"["local", "s3"]"#,
-    ));
+    let (moto, env) = moto_env(&pg, "plain", r#"["local", "s3"]"#);
     let out = env.ok(&["run", "pg", "--tag", "nightly", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["storages"], serde_json::json!(["local", "s3"]), "{v}");
@@ -160,16 +167,7 @@ fn custom_format_on_s3_only_and_single_table_restore() {
     let pg = Pg::start();
     pg.createdb("app");
     pg.load_sample("app");
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let env = Env::new();
-    env.write_config(&s3_config(
-        &env,
-        &pg.url("app"),
-        &moto.endpoint(),
-        "custom",
-        r#"["s3"]"#,
-    ));
+    let (moto, env) = moto_env(&pg, "custom", r#"["s3"]"#);
     let id = env.ok(&["run", "pg"]).trim().to_string();
     assert!(!env.repo().exists());
     env.ok(&["verify", "pg", &id]);

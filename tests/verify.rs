@@ -3,16 +3,6 @@
 mod common;
 use common::*;
 
-fn setup(format: &str) -> (Pg, Env, String) {
-    let pg = Pg::start();
-    pg.createdb("app");
-    pg.load_sample("app");
-    let env = Env::new();
-    env.write_config(&local_config(&env.repo(), &pg.url("app"), format));
-    let id = env.ok(&["run", "pg"]).trim().to_string();
-    (pg, env, id)
-}
-
 fn flip_bytes(path: &std::path::Path) {
     let mut b = std::fs::read(path).unwrap();
     let mid = b.len() / 2;
@@ -30,7 +20,7 @@ fn truncate(path: &std::path::Path) {
 /// Damages the artifact, then: verify says what is wrong (exit 3), and restore into
 /// the target's own (changed) database refuses before touching it.
 fn damaged_backup_is_caught(format: &str, damage: fn(&std::path::Path), expect: &[&str]) {
-    let (pg, env, id) = setup(format);
+    let (pg, env, id) = sample_backup(format);
     let good = env.ok(&["verify", "pg", &id]);
     assert!(good.starts_with("OK"), "{good}");
     damage(&only_artifact(&env.repo(), &id));
@@ -89,7 +79,7 @@ fn truncated_custom_archive() {
 
 #[test]
 fn missing_artifact_and_json_report() {
-    let (_pg, env, id) = setup("plain");
+    let (_pg, env, id) = sample_backup("plain");
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["verify", "pg", "latest", "--json"])).unwrap();
     assert_eq!(v[0]["ok"], true, "{v}");

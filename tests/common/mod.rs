@@ -577,27 +577,15 @@ pub fn bin_dir_with_pg_dump(dir: &Path, pg_dump_body: &str) -> PathBuf {
 
 /// Every regular file under a folder (recursively), sorted.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    walk(dir, false)
 }
 
 /// Everything under a folder, folders included (to catch empty leftovers).
 pub fn entries_under(dir: &Path) -> Vec<PathBuf> {
+    walk(dir, true)
+}
+
+fn walk(dir: &Path, with_dirs: bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -608,6 +596,9 @@ pub fn entries_under(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p.clone());
+                if !with_dirs {
+                    continue;
+                }
             }
             out.push(p);
         }
@@ -676,4 +667,16 @@ impl Moto {
         assert!(out.status.success(), "boto3 {call} failed");
         out.stdout
     }
+}
+
+/// A cluster with the sample data, a local repository of target `pg` in `format`, and
+/// one backup of it (its id).
+pub fn sample_backup(format: &str) -> (Pg, Env, String) {
+    let pg = Pg::start();
+    pg.createdb("app");
+    pg.load_sample("app");
+    let env = Env::new();
+    env.write_config(&local_config(&env.repo(), &pg.url("app"), format));
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    (pg, env, id)
 }
