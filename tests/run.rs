@@ -397,3 +397,41 @@ fn password_file_is_used_and_never_shown() {
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains("not-it"), "{err}");
 }
+
+#[test]
+fn an_interrupted_run_is_never_listed_as_a_backup() {
+    let pg = sample();
+    let env = Env::new();
+    // pg_dump sends part of the dump, then hangs: the run is mid-stream when killed.
+    let bin = bin_dir_with_pg_dump(
+        env.path(),
+        "if [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | head -c 2000000\nsleep 20",
+    );
+    with_bin_dir(&env, &pg, &bin);
+    let mut child = env.std_cmd().args(["run", "pg"]).spawn().unwrap();
+    let t = Instant::now();
+    while !files_under(&env.repo()).iter().any(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".tmp-")
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the run wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
+    assert_eq!(v, serde_json::json!([]));
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
+    assert_eq!(v[0]["status"], "incomplete", "{v}");
+    let (code, _, err) = env.run(&["restore", "pg", "--yes", "--to-database", "x"]);
+    assert_eq!(code, 2, "{err}");
+    // The lock died with the process: the next run works.
+    std::fs::remove_dir_all(&bin).unwrap();
+    env.write_config(&local_config(&env.repo(), &pg.url("app"), "plain"));
+    env.ok(&["run", "pg"]);
+}
