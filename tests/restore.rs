@@ -265,3 +265,15 @@ fn database_names_that_need_quoting() {
         assert_eq!(pg.fingerprint(db), pg.fingerprint("app"), "{db}");
     }
 }
+
+#[test]
+fn custom_restore_over_existing_objects_without_clean_changes_nothing() {
+    let (pg, env, id) = sample_backup("custom");
+    pg.sql("app", "DELETE FROM messages WHERE id > 100");
+    let before = pg.fingerprint("app");
+    let (code, _, err) = env.run(&["restore", "pg", &id, "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("--clean"), "the fix is named: {err}");
+    assert_eq!(pg.fingerprint("app"), before);
+}

@@ -1170,7 +1170,8 @@ impl LogicalEngine for Postgres {
                 }
                 // Parallel jobs only into a fresh database; otherwise one transaction, so a
                 // failure leaves the database as it was.
-                if created && opts.tables.is_empty() && opts.jobs > 1 {
+                let parallel = created && opts.tables.is_empty() && opts.jobs > 1;
+                if parallel {
                     cmd.arg(format!("--jobs={}", opts.jobs));
                 } else {
                     cmd.arg("--single-transaction");
@@ -1193,10 +1194,21 @@ impl LogicalEngine for Postgres {
                     .output()
                     .context("running pg_restore")?;
                 if !out.status.success() {
-                    bail!(
-                        "pg_restore failed: {}",
-                        one_paragraph(&String::from_utf8_lossy(&out.stderr))
-                    );
+                    let msg = one_paragraph(&String::from_utf8_lossy(&out.stderr));
+                    let outcome = if parallel {
+                        format!(
+                            "the new database `{}` is incomplete",
+                            db.as_deref().unwrap_or("?")
+                        )
+                    } else {
+                        "rolled back, the database is as it was".to_string()
+                    };
+                    let fix = if !opts.clean && msg.contains("already exists") {
+                        "; the database already has these objects: add --clean to replace them, or restore with --to-database NEW_DB"
+                    } else {
+                        ""
+                    };
+                    bail!("pg_restore failed ({outcome}): {msg}{fix}");
                 }
             }
             _ => {
