@@ -48,6 +48,29 @@ fn moto_env(pg: &Pg, format: &str, storages: &str) -> (Moto, Env) {
     (moto, env)
 }
 
+/// The S3 config for s3s-fs, which implements neither storage classes nor SSE.
+fn s3s_config(env: &Env, pg: &Pg, s3: &S3sFs) -> String {
+    s3_config(env, &pg.url("app"), &s3.endpoint(), "plain", r#"["s3"]"#)
+        .replace("storage_class = \"STANDARD_IA\"\n", "")
+        .replace("server_side_encryption = \"AES256\"\n", "")
+}
+
+/// Runs the binary with these S3 credentials; returns (exit code, stdout, stderr).
+fn run_as(env: &Env, key: &str, secret: &str, args: &[&str]) -> (i32, String, String) {
+    let out = env
+        .cmd()
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// Keys in the bucket and multipart uploads still open, from moto's raw API.
 fn bucket_state(moto: &Moto) -> (Vec<String>, usize) {
     let list = http_full(moto.port, "GET", "/backups?list-type=2");
@@ -247,26 +270,8 @@ fn wrong_credentials_give_a_clear_error_naming_the_storage() {
     let s3 = S3sFs::start("backupkey", "backupsecret1234");
     s3.create_bucket("backups");
     let env = Env::new();
-    // s3s-fs implements neither storage classes nor SSE.
-    env.write_config(
-        &s3_config(&env, &pg.url("app"), &s3.endpoint(), "plain", r#"["s3"]"#)
-            .replace("storage_class = \"STANDARD_IA\"\n", "")
-            .replace("server_side_encryption = \"AES256\"\n", ""),
-    );
-    let run = |key: &str, secret: &str, args: &[&str]| {
-        let out = env
-            .cmd()
-            .env("AWS_ACCESS_KEY_ID", key)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    env.write_config(&s3s_config(&env, &pg, &s3));
+    let run = |key: &str, secret: &str, args: &[&str]| run_as(&env, key, secret, args);
     for (key, secret, what) in [
         ("backupkey", "not-the-secret", "wrong secret"),
         ("nobody", "backupsecret1234", "unknown key"),
@@ -337,4 +342,26 @@ fn an_unreachable_s3_storage_does_not_cost_the_local_backup() {
         serde_json::from_str(&env.ok(&["list", "pg", "--storage", "local", "--json"])).unwrap();
     assert_eq!(v[0]["id"], id);
     env.ok(&["verify", "pg", id, "--storage", "local"]);
+}
+
+#[test]
+fn multipart_upload_to_s3s_fs() {
+    let pg = Pg::start();
+    pg.createdb("app");
+    pg.load_noise("app", 16);
+    let s3 = S3sFs::start("backupkey", "backupsecret1234");
+    s3.create_bucket("backups");
+    let env = Env::new();
+    env.write_config(&s3s_config(&env, &pg, &s3));
+    let (code, out, err) = run_as(
+        &env,
+        "backupkey",
+        "backupsecret1234",
+        &["run", "pg", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["size_bytes"].as_u64().unwrap() > 5 * 1024 * 1024, "{v}");
+    let (code, _, err) = run_as(&env, "backupkey", "backupsecret1234", &["verify", "pg"]);
+    assert_eq!(code, 0, "{err}");
 }
