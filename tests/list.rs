@@ -101,6 +101,34 @@ fn json_fields_tags_and_incomplete_backups() {
     );
     assert!(!env.ok(&["list"]).contains("20200101T000000Z"));
 
+    // A damaged manifest makes a backup incomplete, with the reason.
+    let damaged = env.repo().join("pg/20210101T000000Z");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("manifest.json"), b"{ not json").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "20210101T000000Z")
+        .expect("listed");
+    assert_eq!(row["status"], "incomplete");
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unreadable manifest"),
+        "{row}"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&env.ok(&["list", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
     // An incomplete backup is never restored or verified as `latest`... even if newer.
     let newer = env.repo().join("pg/29990101T000000Z");
     std::fs::create_dir_all(&newer).unwrap();

@@ -277,3 +277,39 @@ fn custom_restore_over_existing_objects_without_clean_changes_nothing() {
     assert!(err.contains("--clean"), "the fix is named: {err}");
     assert_eq!(pg.fingerprint("app"), before);
 }
+
+/// The runbook for the day the tool is unavailable: the stored artifacts restore with
+/// the stock tools alone.
+#[test]
+fn artifacts_restore_with_gunzip_psql_and_pg_restore_alone() {
+    let (pg, env, id) = sample_backup("plain");
+    let dump = env.repo().join("pg").join(&id).join("dump.sql.gz");
+    pg.createdb("by_hand");
+    let st = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; gunzip -c '{}' | '{}' -X -q -v ON_ERROR_STOP=1 -o /dev/null -d '{}'",
+            dump.display(),
+            pg_bin().join("psql").display(),
+            pg.url("by_hand")
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(pg.fingerprint("by_hand"), pg.fingerprint("app"));
+
+    env.write_config(&local_config(&env.repo(), &pg.url("app"), "custom"));
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    pg.createdb("by_hand_custom");
+    let out = std::process::Command::new(pg_bin().join("pg_restore"))
+        .args(["--exit-on-error", "-d", &pg.url("by_hand_custom")])
+        .arg(env.repo().join("pg").join(&id).join("dump.pgdump"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pg.fingerprint("by_hand_custom"), pg.fingerprint("app"));
+}
