@@ -114,10 +114,12 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         let cat = match catalog::scan(s.as_ref(), target) {
             Ok(c) => c,
             Err(e) => {
-                failed.push((
-                    s.name().to_string(),
-                    format!("reading {}: {e:#}", s.location()),
+                let why = format!("reading {}: {e:#}", s.location());
+                ui.warn(format!(
+                    "storage `{}` is left out of this run: {why}",
+                    s.name()
                 ));
+                failed.push((s.name().to_string(), why));
                 continue;
             }
         };
@@ -146,6 +148,13 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         }
     }
 
+    if failed.len() == storages.len() {
+        bail!(
+            "no storage can take the backup: {}",
+            describe_failures(&failed)
+        );
+    }
+
     // Ids sort by time; never reuse one (two runs within a second wait a moment).
     let mut started = chrono::Utc::now();
     let mut id = manifest::backup_id(started);
@@ -172,6 +181,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         crate::duration::bytes(info.size_bytes.unwrap_or(0)),
         storages
             .iter()
+            .filter(|s| !failed.iter().any(|(n, _)| n == s.name()))
             .map(|s| format!("{} ({})", s.name(), s.location()))
             .collect::<Vec<_>>()
             .join(", ")
