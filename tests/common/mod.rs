@@ -397,3 +397,19 @@ storages = ["local"]
         repo.display()
     )
 }
+
+impl Env {
+    /// Like [`Env::cmd`], as a std Command (for spawning and signalling).
+    pub fn std_cmd(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("backup"));
+        c.current_dir(self.dir.path())
+            .env("BACKUP_CONFIG", self.dir.path().join("backup.toml"))
+            .env("BACKUP_STATE_DIR", self.dir.path().join("state"))
+            .env_remove("PGPASSWORD")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .env_remove("PGDATABASE")
+            .env_remove("PGUSER");
+        c
+    }
+}
