@@ -437,3 +437,26 @@ fn test_restore_failure_pages_and_counts() {
     assert_eq!(code, 0);
     assert!(out.contains("FAILED"), "{out}");
 }
+
+/// examples/prometheus: the alert rules load and their unit tests pass under promtool.
+#[test]
+fn example_alert_rules_pass_promtool_unit_tests() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus");
+    let out = match std::process::Command::new("promtool")
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(&dir)
+        .output()
+    {
+        Ok(o) => o,
+        Err(_) => {
+            eprintln!("SKIPPED promtool test rules: promtool not installed (Debian package `prometheus`)");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
