@@ -346,3 +346,52 @@ fn unsafe_kill(pid: u32, sig: i32) {
         .status()
         .unwrap();
 }
+
+#[test]
+fn scratch_database_on_a_configured_server_is_created_and_dropped() {
+    let pg = Pg::start();
+    pg.createdb("app");
+    pg.load_sample("app");
+    let env = Env::new();
+    env.write_config(&format!(
+        "{}\n[test_restore]\nurl = \"{}\"\n",
+        local_config(&env.repo(), &pg.url("app"), "custom"),
+        pg.url("postgres")
+    ));
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    let (code, r, err) = report(&env, &["test-restore", "pg", "latest", "--json"]);
+    assert_eq!(code, 0, "{r:#}\n{err}");
+    let db = format!("backup_test_restore_{}", id.to_lowercase());
+    assert!(r["scratch"].as_str().unwrap().contains(&db), "{r}");
+    assert_eq!(check(&r, "row_counts")["passed"], true);
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")
+        ),
+        "0"
+    );
+    // Roles are never created on a shared server: a missing one is named.
+    pg.sql(
+        "app",
+        "CREATE ROLE gone_owner NOLOGIN; ALTER TABLE chats OWNER TO gone_owner",
+    );
+    env.ok(&["run", "pg"]);
+    pg.sql(
+        "app",
+        "ALTER TABLE chats OWNER TO postgres; DROP ROLE gone_owner",
+    );
+    let (code, _, err) = env.run(&["test-restore", "pg"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("gone_owner") && err.contains("CREATE ROLE"),
+        "{err}"
+    );
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'backup_test_restore_%'"
+        ),
+        "0"
+    );
+}

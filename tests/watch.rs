@@ -449,7 +449,9 @@ fn example_alert_rules_pass_promtool_unit_tests() {
     {
         Ok(o) => o,
         Err(_) => {
-            eprintln!("SKIPPED promtool test rules: promtool not installed (Debian package `prometheus`)");
+            eprintln!(
+                "SKIPPED promtool test rules: promtool not installed (Debian package `prometheus`)"
+            );
             return;
         }
     };
