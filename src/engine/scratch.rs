@@ -439,9 +439,9 @@ pub fn roles_in_sql(line: &str, out: &mut std::collections::BTreeSet<String>) {
         take_after(" AUTHORIZATION ", false);
     } else if l.starts_with("ALTER DEFAULT PRIVILEGES FOR ROLE ") {
         take_after(" FOR ROLE ", false);
-    } else if l.starts_with("SET SESSION AUTHORIZATION ") {
+    } else if let Some(rest) = l.strip_prefix("SET SESSION AUTHORIZATION ") {
         // SET SESSION AUTHORIZATION 'name' (quoted literal in pg_dump output).
-        let rest = l["SET SESSION AUTHORIZATION ".len()..].trim_end_matches(';');
+        let rest = rest.trim_end_matches(';');
         let n = rest.trim().trim_matches('\'').replace("''", "'");
         if !n.is_empty() && n != "DEFAULT" {
             out.insert(n);

@@ -68,7 +68,7 @@ pub fn status(cfg: &Config, only: Option<&str>, max_age: Duration) -> Result<Vec
                         size_bytes: last.map(|m| m.size_bytes()),
                         backups: cat.backups.len(),
                         incomplete: cat.incomplete.len(),
-                        stale: age.is_none_or(|a| a > max_age.as_secs() as i64),
+                        stale: !matches!(age, Some(a) if a <= max_age.as_secs() as i64),
                         error: None,
                     }
                 }

@@ -95,7 +95,7 @@ pub fn choose(
     let cutoff = within
         .and_then(|w| chrono::Duration::from_std(w).ok())
         .map(|w| Utc::now() - w);
-    let in_window = |m: &Manifest| cutoff.is_none_or(|c| m.finished_at >= c);
+    let in_window = |m: &Manifest| !matches!(cutoff, Some(c) if m.finished_at < c);
     let window_text = || {
         within
             .map(|w| format!(" within the last {}", crate::duration::human(w)))
