@@ -2,6 +2,7 @@
 
 pub mod completions;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod run;
 pub mod verify;
@@ -50,6 +51,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Restore a backup into a database (verified before anything is touched).
     Restore(restore::RestoreArgs),
+    /// Remove backups the retention policy no longer keeps (prints the plan and why).
+    Prune(prune::PruneArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
     /// Write man pages into a folder.

@@ -3,5 +3,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod lock;
+pub mod prune;
 pub mod restore;
+pub mod retention;
 pub mod verify;
