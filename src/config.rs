@@ -147,7 +147,10 @@ impl<'de> Deserialize<'de> for PeriodRepresentative {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str(r#""newest", "first" or a table such as { monthly = "first" }"#)
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
                 Ok(PeriodRepresentative::All(v.to_string()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -572,7 +575,8 @@ impl Retention {
             Some(PeriodRepresentative::All(w)) => word(w, "period_representative")?,
             Some(PeriodRepresentative::PerPeriod(m)) => {
                 for (period, w) in m {
-                    if !["hourly", "daily", "weekly", "monthly", "yearly"].contains(&period.as_str())
+                    if !["hourly", "daily", "weekly", "monthly", "yearly"]
+                        .contains(&period.as_str())
                     {
                         return Err(format!(
                             "period_representative: `{period}` is not hourly, daily, weekly, monthly or yearly"

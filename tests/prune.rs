@@ -253,23 +253,41 @@ fn s3_prune_deletes_and_reports_object_lock_as_retained() {
 
     // A plain bucket: the old backup goes, manifest and artifact.
     let env = Env::new();
-    env.write_config(&s3_config(&moto, "plain-bucket", &pg.url("app"), "keep_last = 1"));
+    env.write_config(&s3_config(
+        &moto,
+        "plain-bucket",
+        &pg.url("app"),
+        "keep_last = 1",
+    ));
     let real = env.ok(&["run", "pg"]).trim().to_string();
     let old = id_at(time_of(&real) - Duration::days(3));
     copy_s3(&moto, "plain-bucket", &real, &old);
     let plan = json(&env.ok(&["prune", "pg", "--dry-run", "--json"]));
     assert_eq!(entry(&plan, &old)["action"], "remove");
     assert_eq!(entry(&plan, &old)["storage"], "s3");
-    assert_eq!(moto.keys("plain-bucket", &format!("prod/pg/{old}/")).len(), 2);
+    assert_eq!(
+        moto.keys("plain-bucket", &format!("prod/pg/{old}/")).len(),
+        2
+    );
     let plan = json(&env.ok(&["prune", "pg", "--yes", "--json"]));
     assert_eq!(entry(&plan, &old)["result"], "removed");
-    assert!(moto.keys("plain-bucket", &format!("prod/pg/{old}/")).is_empty());
-    assert_eq!(moto.keys("plain-bucket", &format!("prod/pg/{real}/")).len(), 2);
+    assert!(moto
+        .keys("plain-bucket", &format!("prod/pg/{old}/"))
+        .is_empty());
+    assert_eq!(
+        moto.keys("plain-bucket", &format!("prod/pg/{real}/")).len(),
+        2
+    );
 
     // An Object Lock bucket: a plain delete would only add delete markers; the held
     // backup is reported as retained by the lock, stays listed, and the prune succeeds.
     let env = Env::new();
-    env.write_config(&s3_config(&moto, "locked-bucket", &pg.url("app"), "keep_last = 1"));
+    env.write_config(&s3_config(
+        &moto,
+        "locked-bucket",
+        &pg.url("app"),
+        "keep_last = 1",
+    ));
     let real = env.ok(&["run", "pg"]).trim().to_string();
     let old = id_at(time_of(&real) - Duration::days(3));
     copy_s3(&moto, "locked-bucket", &real, &old);
@@ -282,7 +300,10 @@ fn s3_prune_deletes_and_reports_object_lock_as_retained() {
     assert!(err.contains("retained"), "{err}");
     let list = json(&env.ok(&["list", "pg", "--json"]));
     assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
-    assert_eq!(moto.keys("locked-bucket", &format!("prod/pg/{old}/")).len(), 2);
+    assert_eq!(
+        moto.keys("locked-bucket", &format!("prod/pg/{old}/")).len(),
+        2
+    );
 }
 
 #[test]

@@ -155,6 +155,19 @@ fn print_table(plan: &Prune, out: &mut dyn Write) -> Result<()> {
                 )?;
             }
         }
+        let kept: Vec<_> = p.kept().collect();
+        writeln!(
+            out,
+            "  {} backup(s) kept{}, {} to remove",
+            kept.len(),
+            kept.last()
+                .map(|e| format!(" (oldest {})", e.id))
+                .unwrap_or_default(),
+            p.entries
+                .iter()
+                .filter(|e| e.action == Action::Remove)
+                .count()
+        )?;
     }
     Ok(())
 }

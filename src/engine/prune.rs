@@ -128,7 +128,10 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
         let names: Vec<&String> = tcfg
             .storages
             .iter()
-            .filter(|s| req.storage.is_none_or(|only| only == s.as_str()))
+            .filter(|s| match req.storage {
+                Some(only) => only == s.as_str(),
+                None => true,
+            })
             .collect();
         if names.is_empty() {
             continue;
@@ -141,8 +144,10 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
             )?);
         }
         for sname in names {
-            let policy = Policy::from_config(cfg.retention_for(t, sname).as_ref())
-                .map_err(|m| Fail::Config(format!("retention of target `{t}` on `{sname}`: {m}")))?;
+            let policy =
+                Policy::from_config(cfg.retention_for(t, sname).as_ref()).map_err(|m| {
+                    Fail::Config(format!("retention of target `{t}` on `{sname}`: {m}"))
+                })?;
             let handle = match storage::open(cfg, sname) {
                 Ok(s) => s,
                 Err(e) => {
@@ -306,7 +311,10 @@ fn execute_storage(p: &mut StoragePlan, ui: &Ui) {
                 p.entries[i].result = Some(Outcome::Failed);
                 p.entries[i].detail = Some(msg.clone());
             }
-            ui.error(format!("storage `{}`: deleting manifests: {msg}", p.storage));
+            ui.error(format!(
+                "storage `{}`: deleting manifests: {msg}",
+                p.storage
+            ));
             return;
         }
     };
@@ -345,8 +353,16 @@ fn execute_storage(p: &mut StoragePlan, ui: &Ui) {
                 e.detail = Some(format!("{err:#}"));
             }
             Ok(r) => {
-                let retained: Vec<_> = r.retained.iter().filter(|(k, _)| e.keys.contains(k)).collect();
-                let failed: Vec<_> = r.failed.iter().filter(|(k, _)| e.keys.contains(k)).collect();
+                let retained: Vec<_> = r
+                    .retained
+                    .iter()
+                    .filter(|(k, _)| e.keys.contains(k))
+                    .collect();
+                let failed: Vec<_> = r
+                    .failed
+                    .iter()
+                    .filter(|(k, _)| e.keys.contains(k))
+                    .collect();
                 if let Some((k, why)) = failed.first() {
                     e.result = Some(Outcome::Failed);
                     e.detail = Some(format!("deleting {k}: {why}"));
@@ -364,7 +380,11 @@ fn execute_storage(p: &mut StoragePlan, ui: &Ui) {
     }
     for &i in &remove {
         let e = &p.entries[i];
-        let what = if e.incomplete { "incomplete backup" } else { "backup" };
+        let what = if e.incomplete {
+            "incomplete backup"
+        } else {
+            "backup"
+        };
         match e.result {
             Some(Outcome::Removed) => ui.info(format!(
                 "removed {what} {} {} from `{}` ({})",
@@ -397,7 +417,10 @@ pub fn finish(prune: &Prune) -> Result<()> {
     let t = prune.totals();
     let mut problems = prune.errors.clone();
     if t.failed > 0 {
-        problems.push(format!("{} backup(s) could not be removed (see above)", t.failed));
+        problems.push(format!(
+            "{} backup(s) could not be removed (see above)",
+            t.failed
+        ));
     }
     if problems.is_empty() {
         return Ok(());
@@ -494,13 +517,24 @@ mod tests {
         let left: Vec<String> = s.list("").unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(
             left,
-            ["pg/20261121T020000Z/dump.sql.gz", "pg/20261121T020000Z/manifest.json"]
+            [
+                "pg/20261121T020000Z/dump.sql.gz",
+                "pg/20261121T020000Z/manifest.json"
+            ]
         );
-        assert!(p.entries[1..].iter().all(|e| e.result == Some(Outcome::Removed)));
+        assert!(p.entries[1..]
+            .iter()
+            .all(|e| e.result == Some(Outcome::Removed)));
         // The delete log shows the manifest went before its artifact.
         let log = s.deleted_log();
-        let m = log.iter().position(|k| k == "pg/20261120T020000Z/manifest.json").unwrap();
-        let a = log.iter().position(|k| k == "pg/20261120T020000Z/dump.sql.gz").unwrap();
+        let m = log
+            .iter()
+            .position(|k| k == "pg/20261120T020000Z/manifest.json")
+            .unwrap();
+        let a = log
+            .iter()
+            .position(|k| k == "pg/20261120T020000Z/dump.sql.gz")
+            .unwrap();
         assert!(m < a, "{log:?}");
     }
 }

@@ -340,7 +340,8 @@ pub fn plan(backups: &[Backup], policy: &Policy, now: DateTime<Utc>) -> Vec<Deci
                 match by_id.get(dep.as_str()) {
                     Some(&d) if remove[d] => {
                         remove[d] = false;
-                        reasons[d].retain(|r| r != REASON_NO_RULE && !r.starts_with("incomplete, older"));
+                        reasons[d]
+                            .retain(|r| r != REASON_NO_RULE && !r.starts_with("incomplete, older"));
                         reasons[d].push(format!("needed by {}", backups[i].id));
                         changed = true;
                     }
@@ -369,7 +370,11 @@ pub fn plan(backups: &[Backup], policy: &Policy, now: DateTime<Utc>) -> Vec<Deci
         .map(|i| Decision {
             id: backups[i].id.clone(),
             time: backups[i].time,
-            action: if remove[i] { Action::Remove } else { Action::Keep },
+            action: if remove[i] {
+                Action::Remove
+            } else {
+                Action::Keep
+            },
             reasons: std::mem::take(&mut reasons[i]),
             incomplete: !matches!(backups[i].state, State::Complete { .. }),
         })
@@ -489,18 +494,33 @@ mod tests {
         Policy::from_config(Some(&r)).unwrap()
     }
 
-    /// The strategy document's S3 policy, as in examples/backup.toml.
+    /// The example configuration (the strategy document's retention section).
+    fn example(target: &str, storage: &str) -> Policy {
+        let cfg = crate::config::Config::parse(
+            include_str!("../../examples/backup.toml"),
+            "examples/backup.toml",
+        )
+        .unwrap();
+        Policy::from_config(cfg.retention_for(target, storage).as_ref()).unwrap()
+    }
+
+    /// The strategy document's S3 policy, from examples/backup.toml.
     fn strategy_s3() -> Policy {
-        policy(
-            r#"
+        let p = example("postgres", "s3");
+        assert_eq!(
+            p,
+            policy(
+                r#"
 keep_within_daily = "30d"
 keep_within_weekly = "90d"
 keep_within_monthly = "1y"
 keep_within_yearly = "5y"
 keep_tagged = "90d"
 period_representative = { monthly = "first", yearly = "first" }
-"#,
-        )
+"#
+            )
+        );
+        p
     }
 
     fn kept_days(d: &[Decision]) -> BTreeSet<String> {
@@ -538,8 +558,18 @@ period_representative = { monthly = "first", yearly = "first" }
         let mut want: BTreeSet<String> = range("2026-12-02", "2026-12-31").into_iter().collect();
         // weekly: the Sunday (newest of its ISO week) within 90 days.
         want.extend(set(&[
-            "2026-10-04", "2026-10-11", "2026-10-18", "2026-10-25", "2026-11-01", "2026-11-08",
-            "2026-11-15", "2026-11-22", "2026-11-29", "2026-12-06", "2026-12-13", "2026-12-20",
+            "2026-10-04",
+            "2026-10-11",
+            "2026-10-18",
+            "2026-10-25",
+            "2026-11-01",
+            "2026-11-08",
+            "2026-11-15",
+            "2026-11-22",
+            "2026-11-29",
+            "2026-12-06",
+            "2026-12-13",
+            "2026-12-20",
             "2026-12-27",
         ]));
         // monthly (first of month) within a year; yearly (January 1st).
@@ -549,8 +579,14 @@ period_representative = { monthly = "first", yearly = "first" }
         assert_eq!(want.len(), 50);
         assert_eq!(kept_days(&d), want);
         let r = reasons_of(&d, "20261231T020000Z");
-        assert!(r.contains(&"daily 2026-12-31 (within 30d)".to_string()), "{r:?}");
-        assert!(r.contains(&"weekly 2026-W53 (within 90d)".to_string()), "{r:?}");
+        assert!(
+            r.contains(&"daily 2026-12-31 (within 30d)".to_string()),
+            "{r:?}"
+        );
+        assert!(
+            r.contains(&"weekly 2026-W53 (within 90d)".to_string()),
+            "{r:?}"
+        );
         assert!(r.contains(&REASON_NEWEST_GOOD.to_string()), "{r:?}");
         let r = reasons_of(&d, "20261101T020000Z");
         assert_eq!(
@@ -568,13 +604,32 @@ period_representative = { monthly = "first", yearly = "first" }
     }
 
     #[test]
+    fn the_local_volume_keeps_seven_days() {
+        let backups = daily(at(2026, 1, 1, 2), at(2026, 12, 31, 2));
+        let d = plan(
+            &backups,
+            &example("postgres", "local"),
+            at(2026, 12, 31, 12),
+        );
+        let want: BTreeSet<String> = range("2026-12-25", "2026-12-31").into_iter().collect();
+        assert_eq!(kept_days(&d), want);
+        assert_eq!(reasons_of(&d, "20261225T020000Z"), ["within 7d"]);
+    }
+
+    #[test]
     fn a_year_of_dailies_across_a_year_boundary() {
         let backups = daily(at(2026, 3, 1, 2), at(2027, 2, 28, 2));
         let d = plan(&backups, &strategy_s3(), at(2027, 2, 28, 12));
         let mut want: BTreeSet<String> = range("2027-01-30", "2027-02-28").into_iter().collect();
         want.extend(set(&[
-            "2026-12-06", "2026-12-13", "2026-12-20", "2026-12-27", "2027-01-03", "2027-01-10",
-            "2027-01-17", "2027-01-24",
+            "2026-12-06",
+            "2026-12-13",
+            "2026-12-20",
+            "2026-12-27",
+            "2027-01-03",
+            "2027-01-10",
+            "2027-01-17",
+            "2027-01-24",
         ]));
         for m in 3..=12 {
             want.insert(format!("2026-{m:02}-01"));
@@ -602,8 +657,18 @@ period_representative = { monthly = "first", yearly = "first" }
         let mut want: BTreeSet<String> = range("2026-05-17", "2026-12-31").into_iter().collect();
         // Sundays from 90 days back (2026-03-17 02:00) and first of each month.
         want.extend(set(&[
-            "2026-03-22", "2026-03-29", "2026-04-05", "2026-04-12", "2026-04-19", "2026-04-26",
-            "2026-05-03", "2026-05-10", "2026-01-01", "2026-02-01", "2026-03-01", "2026-04-01",
+            "2026-03-22",
+            "2026-03-29",
+            "2026-04-05",
+            "2026-04-12",
+            "2026-04-19",
+            "2026-04-26",
+            "2026-05-03",
+            "2026-05-10",
+            "2026-01-01",
+            "2026-02-01",
+            "2026-03-01",
+            "2026-04-01",
             "2026-05-01",
         ]));
         assert_eq!(kept_days(&d), want);
@@ -658,7 +723,10 @@ period_representative = { monthly = "first", yearly = "first" }
         let src = include_str!("retention.rs");
         let needle = ["Local", "::now"];
         for n in needle {
-            let hits = src.lines().filter(|l| l.contains(n) && !l.contains("needle")).count();
+            let hits = src
+                .lines()
+                .filter(|l| l.contains(n) && !l.contains("needle"))
+                .count();
             assert_eq!(hits, 0, "retention.rs mentions {n}");
         }
     }
@@ -671,8 +739,13 @@ period_representative = { monthly = "first", yearly = "first" }
         assert_eq!(
             kept_days(&d),
             set(&[
-                "2026-11-07", "2026-11-08", "2026-11-09", "2026-11-10", "2026-11-21",
-                "2026-11-22", "2026-11-23"
+                "2026-11-07",
+                "2026-11-08",
+                "2026-11-09",
+                "2026-11-10",
+                "2026-11-21",
+                "2026-11-22",
+                "2026-11-23"
             ])
         );
         assert_eq!(reasons_of(&d, "20261107T020000Z"), ["daily 2026-11-07"]);
@@ -729,7 +802,9 @@ period_representative = { monthly = "first", yearly = "first" }
         assert!(p.is_empty());
         let d = plan(&backups, &p, at(2026, 1, 1, 0));
         assert!(d.iter().all(|d| d.action == Action::Keep));
-        assert!(d.iter().all(|d| d.reasons.contains(&REASON_EMPTY_POLICY.to_string())));
+        assert!(d
+            .iter()
+            .all(|d| d.reasons.contains(&REASON_EMPTY_POLICY.to_string())));
         assert!(p.describe().contains("every backup is kept"));
     }
 
@@ -742,8 +817,12 @@ period_representative = { monthly = "first", yearly = "first" }
         assert_eq!(reasons_of(&d, "20260105T020000Z"), [REASON_NEWEST_GOOD]);
         // A known-bad newest backup does not count as good; the newest verified one is kept.
         let mut backups = backups;
-        backups[4].state = State::Complete { verified: Some(false) };
-        backups[2].state = State::Complete { verified: Some(true) };
+        backups[4].state = State::Complete {
+            verified: Some(false),
+        };
+        backups[2].state = State::Complete {
+            verified: Some(true),
+        };
         let d = plan(&backups, &policy("keep_tagged = \"1d\""), at(2026, 2, 1, 0));
         assert_eq!(kept_days(&d), set(&["2026-01-03", "2026-01-04"]));
         assert_eq!(reasons_of(&d, "20260104T020000Z"), [REASON_NEWEST_GOOD]);
@@ -836,13 +915,20 @@ period_representative = { monthly = "first", yearly = "first" }
             },
             depends_on: vec![],
         });
-        let d = plan(&backups, &Policy::from_config(None).unwrap(), at(2026, 11, 23, 12));
+        let d = plan(
+            &backups,
+            &Policy::from_config(None).unwrap(),
+            at(2026, 11, 23, 12),
+        );
         let dec = |id: &str| d.iter().find(|x| x.id == id).unwrap();
         assert_eq!(dec("20261122T020000Z").action, Action::Remove);
         assert!(dec("20261122T020000Z").incomplete);
         assert_eq!(
             dec("20261122T020000Z").reasons,
-            ["incomplete, older than 24h", "no manifest (interrupted or failed run)"]
+            [
+                "incomplete, older than 24h",
+                "no manifest (interrupted or failed run)"
+            ]
         );
         assert_eq!(dec("20261120T030000Z").action, Action::Keep);
         assert_eq!(
@@ -851,7 +937,9 @@ period_representative = { monthly = "first", yearly = "first" }
         );
         assert_eq!(dec("20261119T020000Z").action, Action::Keep);
         // Incomplete folders never count as the newest good backup.
-        assert!(dec("20261121T020000Z").reasons.contains(&REASON_NEWEST_GOOD.into()));
+        assert!(dec("20261121T020000Z")
+            .reasons
+            .contains(&REASON_NEWEST_GOOD.into()));
     }
 
     #[test]
@@ -871,10 +959,18 @@ period_representative = { monthly = "first", yearly = "first" }
         );
         assert_eq!(
             reasons_of(&d, "20261124T050000Z"),
-            ["hourly 2026-11-24T05", "monthly 2026-11", "yearly 2026", REASON_NEWEST_GOOD]
+            [
+                "hourly 2026-11-24T05",
+                "monthly 2026-11",
+                "yearly 2026",
+                REASON_NEWEST_GOOD
+            ]
         );
         assert_eq!(reasons_of(&d, "20261124T023000Z"), ["hourly 2026-11-24T02"]);
-        assert_eq!(reasons_of(&d, "20250601T000000Z"), ["monthly 2025-06", "yearly 2025"]);
+        assert_eq!(
+            reasons_of(&d, "20250601T000000Z"),
+            ["monthly 2025-06", "yearly 2025"]
+        );
         assert_eq!(reasons_of(&d, "20240601T000000Z"), [REASON_NO_RULE]);
     }
 

@@ -25,6 +25,7 @@ impl MemoryStorage {
         }
     }
 
+    #[cfg(test)]
     pub fn deleted_log(&self) -> Vec<String> {
         self.deleted.lock().unwrap().clone()
     }

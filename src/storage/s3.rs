@@ -159,7 +159,9 @@ impl S3Storage {
         (until > chrono::Utc::now()).then(|| {
             format!(
                 "object lock ({}) until {}",
-                h.object_lock_mode().map(|m| m.as_str()).unwrap_or("retention"),
+                h.object_lock_mode()
+                    .map(|m| m.as_str())
+                    .unwrap_or("retention"),
                 until.format("%Y-%m-%dT%H:%M:%SZ")
             )
         })

@@ -457,7 +457,11 @@ impl Moto {
             &[],
             cfg.as_bytes(),
         );
-        assert!(st.contains("200"), "{st} {}", String::from_utf8_lossy(&body));
+        assert!(
+            st.contains("200"),
+            "{st} {}",
+            String::from_utf8_lossy(&body)
+        );
     }
 
     pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
