@@ -83,22 +83,7 @@ pub fn execute(cfg: &Config, args: PruneArgs, ui: &Ui) -> Result<()> {
         match confirm(ui, &format!("prune: {summary}; remove them"), args.yes) {
             Ok(()) => {
                 plan.execute(ui);
-                let t = plan.totals();
-                ui.info(format!(
-                    "pruned: removed {} ({}){}{}",
-                    t.removed,
-                    crate::duration::bytes(t.removed_bytes),
-                    if t.retained > 0 {
-                        format!(", {} retained by object lock", t.retained)
-                    } else {
-                        String::new()
-                    },
-                    if t.failed > 0 {
-                        format!(", {} failed", t.failed)
-                    } else {
-                        String::new()
-                    }
-                ));
+                ui.info(format!("pruned: {}", plan.totals().done()));
                 Ok(())
             }
             Err(e) => Err(e),

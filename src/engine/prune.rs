@@ -91,6 +91,24 @@ pub struct Totals {
     pub failed: usize,
 }
 
+impl Totals {
+    /// What a carried-out prune did, for the log line.
+    pub fn done(&self) -> String {
+        let mut s = format!(
+            "removed {} ({})",
+            self.removed,
+            crate::duration::bytes(self.removed_bytes)
+        );
+        if self.retained > 0 {
+            s.push_str(&format!(", {} retained by object lock", self.retained));
+        }
+        if self.failed > 0 {
+            s.push_str(&format!(", {} failed", self.failed));
+        }
+        s
+    }
+}
+
 pub struct Request<'a> {
     pub target: Option<&'a str>,
     pub storage: Option<&'a str>,
@@ -449,17 +467,7 @@ pub fn after_run(cfg: &Config, target: &str, ui: &Ui) -> Result<()> {
     }
     prune.execute(ui);
     let t = prune.totals();
-    ui.info(format!(
-        "prune {target}: kept {}, removed {} ({}){}",
-        t.keep,
-        t.removed,
-        crate::duration::bytes(t.removed_bytes),
-        if t.retained > 0 {
-            format!(", {} retained by object lock", t.retained)
-        } else {
-            String::new()
-        }
-    ));
+    ui.info(format!("prune {target}: kept {}, {}", t.keep, t.done()));
     finish(&prune)
 }
 
