@@ -269,8 +269,23 @@ fn s3_prune_deletes_and_reports_object_lock_as_retained() {
         moto.keys("plain-bucket", &format!("prod/pg/{old}/")).len(),
         2
     );
-    let plan = json(&env.ok(&["prune", "pg", "--yes", "--json"]));
+    // An interrupted run's leftover artifact (no manifest), garbage two days later.
+    let orphan = id_at(time_of(&real) - Duration::days(4));
+    moto.put_object(
+        "plain-bucket",
+        &format!("prod/pg/{orphan}/dump.sql.gz"),
+        b"partial",
+    );
+    let later = (Utc::now() + Duration::days(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let plan = json(&env.ok(&["prune", "pg", "--yes", "--json", "--now", &later]));
     assert_eq!(entry(&plan, &old)["result"], "removed");
+    assert_eq!(entry(&plan, &orphan)["incomplete"], true);
+    assert_eq!(entry(&plan, &orphan)["result"], "removed");
+    assert!(moto
+        .keys("plain-bucket", &format!("prod/pg/{orphan}/"))
+        .is_empty());
     assert!(moto
         .keys("plain-bucket", &format!("prod/pg/{old}/"))
         .is_empty());
