@@ -34,6 +34,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List backups')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Read backups back from storage and check them (size, SHA-256, stream, tools)')
             [CompletionResult]::new('restore', 'restore', [CompletionResultType]::ParameterValue, 'Restore a backup into a database (verified before anything is touched)')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove backups the retention policy no longer keeps (prints the plan and why)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages into a folder')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -99,6 +100,22 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'backup;prune' {
+            [CompletionResult]::new('--storage', '--storage', [CompletionResultType]::ParameterName, 'Only this storage (default: every storage of each target)')
+            [CompletionResult]::new('--now', '--now', [CompletionResultType]::ParameterName, 'Evaluate the policy as of this instant (UTC): 2026-12-01T02:00:00Z, 20261201T020000Z or 2026-12-01')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print the plan and delete nothing')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the plan (with each removal''s result) as a JSON array on stdout')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Delete without asking (needed when stdin is not a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Delete without asking (needed when stdin is not a terminal)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'backup;completions' {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
@@ -125,6 +142,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List backups')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Read backups back from storage and check them (size, SHA-256, stream, tools)')
             [CompletionResult]::new('restore', 'restore', [CompletionResultType]::ParameterValue, 'Restore a backup into a database (verified before anything is touched)')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove backups the retention policy no longer keeps (prints the plan and why)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages into a folder')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -140,6 +158,9 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             break
         }
         'backup;help;restore' {
+            break
+        }
+        'backup;help;prune' {
             break
         }
         'backup;help;completions' {

@@ -28,6 +28,9 @@ _backup() {
             backup,man)
                 cmd="backup__subcmd__man"
                 ;;
+            backup,prune)
+                cmd="backup__subcmd__prune"
+                ;;
             backup,restore)
                 cmd="backup__subcmd__restore"
                 ;;
@@ -49,6 +52,9 @@ _backup() {
             backup__subcmd__help,man)
                 cmd="backup__subcmd__help__subcmd__man"
                 ;;
+            backup__subcmd__help,prune)
+                cmd="backup__subcmd__help__subcmd__prune"
+                ;;
             backup__subcmd__help,restore)
                 cmd="backup__subcmd__help__subcmd__restore"
                 ;;
@@ -65,7 +71,7 @@ _backup() {
 
     case "${cmd}" in
         backup)
-            opts="-c -q -h -V --config --quiet --no-progress --help --version run list verify restore completions man help"
+            opts="-c -q -h -V --config --quiet --no-progress --help --version run list verify restore prune completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -109,7 +115,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__help)
-            opts="run list verify restore completions man help"
+            opts="run list verify restore prune completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -165,6 +171,20 @@ _backup() {
             return 0
             ;;
         backup__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__help__subcmd__prune)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -258,6 +278,36 @@ _backup() {
             fi
             case "${prev}" in
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__prune)
+            opts="-y -c -q -h --storage --dry-run --now --json --yes --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --now)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

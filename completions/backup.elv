@@ -31,6 +31,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand list 'List backups'
             cand verify 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
             cand restore 'Restore a backup into a database (verified before anything is touched)'
+            cand prune 'Remove backups the retention policy no longer keeps (prints the plan and why)'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages into a folder'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -91,6 +92,21 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'backup;prune'= {
+            cand --storage 'Only this storage (default: every storage of each target)'
+            cand --now 'Evaluate the policy as of this instant (UTC): 2026-12-01T02:00:00Z, 20261201T020000Z or 2026-12-01'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --dry-run 'Print the plan and delete nothing'
+            cand --json 'Print the plan (with each removal''s result) as a JSON array on stdout'
+            cand -y 'Delete without asking (needed when stdin is not a terminal)'
+            cand --yes 'Delete without asking (needed when stdin is not a terminal)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'backup;completions'= {
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
@@ -115,6 +131,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand list 'List backups'
             cand verify 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
             cand restore 'Restore a backup into a database (verified before anything is touched)'
+            cand prune 'Remove backups the retention policy no longer keeps (prints the plan and why)'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages into a folder'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -126,6 +143,8 @@ set edit:completion:arg-completer[backup] = {|@words|
         &'backup;help;verify'= {
         }
         &'backup;help;restore'= {
+        }
+        &'backup;help;prune'= {
         }
         &'backup;help;completions'= {
         }
