@@ -145,7 +145,8 @@ fn metrics_textfile_and_pushgateway_after_success_and_failure() {
     let dead = free_port();
     env.write_config(&format!(
         "{}\n[targets.dead]\nengine = \"postgres\"\nurl = \"postgresql://postgres@127.0.0.1:{dead}/app\"\nstorages = [\"local\"]\n\n\
-         [metrics]\ntextfile = \"{}\"\npushgateway = \"http://127.0.0.1:{push_port}\"\n",
+         [metrics]\ntextfile = \"{}\"\npushgateway = \"http://127.0.0.1:{push_port}\"\n\n\
+         [storages.local.retention]\nkeep_last = 1\nmin_age = \"0s\"\n",
         local_config(&env.repo(), &pg.url("app"), "plain"),
         prom.display()
     ));
@@ -213,8 +214,16 @@ fn metrics_textfile_and_pushgateway_after_success_and_failure() {
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 
+    // prune: one backup of pg removed on local.
+    env.ok(&["prune", "pg", "--yes"]);
+    let t = metrics_of(&prom);
+    assert!(t.contains(&format!("prune_success_total{l} 1\n")), "{t}");
+    assert!(t.contains(&format!("prune_deleted_backups{l} 1\n")), "{t}");
+    assert!(t.contains(&format!("prune_freed_bytes{l} ")), "{t}");
+    promtool_check_metrics(&t);
+
     let p = pushed.lock().unwrap();
-    assert_eq!(p.len(), 5, "{p:?}");
+    assert_eq!(p.len(), 6, "{p:?}");
     assert!(
         p.iter()
             .all(|r| r.method == "PUT" && r.path.starts_with("/metrics/job/backup/instance/")),

@@ -2,6 +2,7 @@
 
 pub mod completions;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod run;
 pub mod status;
@@ -56,6 +57,8 @@ pub enum Command {
     TestRestore(test_restore::TestRestoreArgs),
     /// Are we backed up? Last good backup per target and storage, its age, last test-restore.
     Status(status::StatusArgs),
+    /// Remove backups the retention policy no longer keeps (prints the plan and why).
+    Prune(prune::PruneArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
     /// Write man pages into a folder.

@@ -67,5 +67,14 @@ pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
         m.duration_seconds,
         m.database.tables.len()
     ));
+    // Only after a backup that succeeded everywhere (a failed run returned above).
+    if cfg.target(&args.target)?.prune_after_run {
+        crate::engine::prune::after_run(cfg, &args.target, ui).map_err(|e| {
+            e.context(format!(
+                "backup {} is stored, but pruning afterwards (prune_after_run) failed",
+                m.id
+            ))
+        })?;
+    }
     Ok(())
 }

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 pub enum Op {
     Backup,
     Verify,
-    #[allow(dead_code)]
     Prune,
     TestRestore,
 }
@@ -325,41 +324,6 @@ fn gauge_help(op: &str, k: &str) -> String {
         }
         _ => format!("{op} {k}."),
     }
-}
-
-/// For the prune command (issue 3): record one prune of a target on a storage.
-#[allow(clippy::too_many_arguments, dead_code)]
-pub fn record_prune(
-    cfg: &Config,
-    target: &str,
-    storage: &str,
-    success: bool,
-    duration_seconds: f64,
-    deleted_backups: u64,
-    freed_bytes: u64,
-    ui: &Ui,
-) {
-    let kind = cfg
-        .targets
-        .get(target)
-        .map(|t| t.kind.clone())
-        .unwrap_or_else(|| "logical".into());
-    record(
-        cfg,
-        &[Event {
-            op: Op::Prune,
-            target: target.into(),
-            storage: storage.into(),
-            kind,
-            success,
-            duration_seconds,
-            gauges: vec![
-                ("deleted_backups", deleted_backups as f64),
-                ("freed_bytes", freed_bytes as f64),
-            ],
-        }],
-        ui,
-    );
 }
 
 #[cfg(test)]

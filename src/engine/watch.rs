@@ -225,3 +225,35 @@ pub fn after_test_restore(
     metrics::record(cfg, &[event], ui);
     notify::notify(cfg, &notice, ui);
 }
+
+/// After a prune (the command or `prune_after_run`): one event per target and storage
+/// planned; a storage where any removal failed counts as a failure.
+pub fn after_prune(cfg: &Config, prune: &crate::engine::prune::Prune, seconds: f64, ui: &Ui) {
+    use crate::engine::prune::Outcome;
+    let events: Vec<Event> = prune
+        .plans
+        .iter()
+        .map(|p| {
+            let removed = p
+                .entries
+                .iter()
+                .filter(|e| matches!(e.result, Some(Outcome::Removed)));
+            let (n, bytes) = removed.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.size_bytes));
+            Event {
+                op: Op::Prune,
+                target: p.target.clone(),
+                storage: p.storage.clone(),
+                kind: kind_of(cfg, &p.target),
+                success: !p
+                    .entries
+                    .iter()
+                    .any(|e| matches!(e.result, Some(Outcome::Failed))),
+                duration_seconds: seconds,
+                gauges: vec![("deleted_backups", n as f64), ("freed_bytes", bytes as f64)],
+            }
+        })
+        .collect();
+    if !events.is_empty() {
+        metrics::record(cfg, &events, ui);
+    }
+}
