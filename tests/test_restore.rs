@@ -159,6 +159,7 @@ fn good_backup_passes_every_check_with_owner_roles_and_is_removed() {
         out.contains("PASS  row_counts") && out.contains("PASSED:"),
         "{out}"
     );
+    eprintln!("sample report:\n{out}");
     // status knows the last test-restore.
     let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", "pg", "--json"])).unwrap();
     assert_eq!(st[0]["last_test_restore"]["passed"], true, "{st}");

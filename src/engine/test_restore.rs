@@ -327,10 +327,15 @@ pub fn run(cfg: &Config, req: &TestRestoreRequest, ui: &Ui) -> Result<TestRestor
             name: "restore".into(),
             passed: true,
             detail: format!(
-                "verified and restored into {scratch_label} in {}",
-                crate::duration::human(Duration::from_secs_f64(restore_seconds))
+                "verified and restored in {}{}",
+                crate::duration::human(Duration::from_secs_f64(restore_seconds)),
+                if roles.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} owner/grantee role(s) needed)", roles.len())
+                }
             ),
-            figures: serde_json::json!({ "seconds": restore_seconds, "roles_created": roles.len() }),
+            figures: serde_json::json!({ "seconds": restore_seconds, "roles": roles.iter().collect::<Vec<_>>() }),
         }),
         Err(e) => checks.push(check("restore", false, format!("{e:#}"))),
     }
