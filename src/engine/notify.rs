@@ -34,6 +34,25 @@ pub struct Notice {
     pub time: chrono::DateTime<chrono::Utc>,
 }
 
+impl Notice {
+    /// An operation that failed before it produced anything.
+    pub fn failed(operation: &str, target: &str, seconds: f64, error: String) -> Notice {
+        Notice {
+            operation: operation.into(),
+            target: target.into(),
+            id: None,
+            success: false,
+            size_bytes: None,
+            duration_seconds: seconds,
+            storages: vec![],
+            error: Some(error),
+            details: vec![],
+            host: crate::engine::lock::hostname(),
+            time: chrono::Utc::now(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {

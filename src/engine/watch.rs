@@ -63,19 +63,7 @@ pub fn after_backup(cfg: &Config, target: &str, res: &Result<RunOutcome>, second
             for s in &storages {
                 events.push(ev(s, false, None));
             }
-            Notice {
-                operation: "backup".into(),
-                target: target.into(),
-                id: None,
-                success: false,
-                size_bytes: None,
-                duration_seconds: seconds,
-                storages: vec![],
-                error: Some(format!("{e:#}")),
-                details: vec![],
-                host: crate::engine::lock::hostname(),
-                time: chrono::Utc::now(),
-            }
+            Notice::failed("backup", target, seconds, format!("{e:#}"))
         }
     };
     metrics::record(cfg, &events, ui);
@@ -201,19 +189,7 @@ pub fn after_test_restore(
                     duration_seconds: seconds,
                     gauges: vec![],
                 },
-                Notice {
-                    operation: "test-restore".into(),
-                    target: target.into(),
-                    id: None,
-                    success: false,
-                    size_bytes: None,
-                    duration_seconds: seconds,
-                    storages: vec![],
-                    error: Some(msg),
-                    details: vec![],
-                    host: crate::engine::lock::hostname(),
-                    time: chrono::Utc::now(),
-                },
+                Notice::failed("test-restore", target, seconds, msg),
             )
         }
     };
