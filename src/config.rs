@@ -900,6 +900,43 @@ storages = ["local", "s3"]
     }
 
     #[test]
+    fn notifiers_and_test_restore_are_checked() {
+        let base = "[storages.l]\ntype=\"local\"\npath=\"/x\"\n[targets.pg]\nengine = \"postgres\"\nstorages = [\"l\"]\n";
+        let e = err(&format!("{base}notify = [\"ops\"]\n"));
+        assert!(e.contains("targets.pg.notify") && e.contains("ops"), "{e}");
+        let e = err(&format!("{base}[notifiers.ops]\ntype = \"sms\"\n"));
+        assert!(e.contains("notifiers.ops.type"), "{e}");
+        let e = err(&format!("{base}[notifiers.ops]\ntype = \"slack\"\nurl = \"ftp://hooks.example.com/services/SECRET\"\n"));
+        assert!(
+            e.contains("notifiers.ops.url") && !e.contains("SECRET"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}[notifiers.ops]\ntype = \"slack\"\nurl = \"https://h/x\"\non = [\"always\"]\n"
+        ));
+        assert!(e.contains("notifiers.ops.on"), "{e}");
+        let e = err(&format!(
+            "{base}[targets.pg.test_restore]\nfreshness = [\"created_at\"]\n"
+        ));
+        assert!(
+            e.contains("targets.pg.test_restore") && e.contains("table.column"),
+            "{e}"
+        );
+        let e = err(&format!("{base}[test_restore]\nrto = \"soon\"\n"));
+        assert!(e.contains("test_restore") && e.contains("rto"), "{e}");
+        let cfg = Config::parse(
+            &format!("{base}[targets.pg.test_restore]\nrto = \"1h\"\n[test_restore]\nrto = \"3h\"\nos_user = \"pg\"\n"),
+            "b.toml",
+        )
+        .unwrap();
+        let t = cfg.test_restore_for("pg");
+        assert_eq!(
+            (t.rto.as_deref(), t.os_user.as_deref()),
+            (Some("1h"), Some("pg"))
+        );
+    }
+
+    #[test]
     fn missing_storage_is_named() {
         let e = err("[targets.pg]\nengine = \"postgres\"\nstorages = [\"nowhere\"]\n");
         assert!(

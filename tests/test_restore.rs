@@ -396,3 +396,58 @@ fn scratch_database_on_a_configured_server_is_created_and_dropped() {
         "0"
     );
 }
+
+#[test]
+fn custom_format_backup_on_s3_restores_from_a_download() {
+    let pg = Pg::start();
+    pg.createdb("app");
+    pg.load_sample("app");
+    pg.sql(
+        "app",
+        "CREATE ROLE s3_owner NOLOGIN; ALTER TABLE chats OWNER TO s3_owner",
+    );
+    let moto = Moto::start();
+    moto.create_bucket("tr-bucket");
+    let env = Env::new();
+    let scratch = env.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for d in [env.path(), scratch.as_path()] {
+        std::process::Command::new("chmod")
+            .arg("0755")
+            .arg(d)
+            .status()
+            .unwrap();
+    }
+    env.write_config(&format!(
+        r#"
+[storages.s3]
+type = "s3"
+bucket = "tr-bucket"
+endpoint = "{}"
+force_path_style = true
+
+[targets.pg]
+engine = "postgres"
+url = "{}"
+format = "custom"
+storages = ["s3"]
+
+[targets.pg.test_restore]
+temp_dir = "{}"
+"#,
+        moto.endpoint(),
+        pg.url("app"),
+        scratch.display()
+    ));
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    let (code, r, err) = report(&env, &["test-restore", "pg", "random", "--json"]);
+    assert_eq!(code, 0, "{r:#}\n{err}");
+    assert_eq!(r["id"], id.as_str());
+    assert_eq!(r["storage"], "s3");
+    assert_eq!(
+        check(&r, "restore")["figures"]["roles"],
+        serde_json::json!(["s3_owner"])
+    );
+    assert_eq!(check(&r, "row_counts")["passed"], true);
+    assert_scratch_gone(&env);
+}

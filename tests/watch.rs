@@ -273,7 +273,7 @@ fn notifications_reach_slack_webhook_pagerduty_and_email() {
     let deadport = free_port();
     // The database does not exist yet: the first run fails, the second recovers.
     env.write_config(&format!(
-        r#"{}notify = ["slack", "hook", "pd", "mail", "broken"]
+        r#"{}notify = ["slack", "hook", "pd", "mail", "broken", "mail_tls"]
 
 [notifiers.slack]
 type = "slack"
@@ -296,6 +296,15 @@ port = {sport}
 starttls = false
 from = "backup@example.com"
 to = ["oncall@example.com", "dba@example.com"]
+
+[notifiers.mail_tls]
+type = "email"
+host = "127.0.0.1"
+port = {sport}
+username = "backup"
+password_env = "SMTP_SECRET_PW"
+from = "backup@example.com"
+to = ["oncall@example.com"]
 
 [notifiers.broken]
 type = "webhook"
