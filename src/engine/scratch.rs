@@ -80,10 +80,14 @@ impl CleanupGuard {
     pub fn new(action: impl Fn() + Send + Sync + 'static) -> CleanupGuard {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         install_signal_cleanup();
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The mutex makes a second caller (the signal thread) wait until a cleanup that
+        // is under way has finished, instead of exiting half-way through it.
+        let done = Arc::new(Mutex::new(false));
         let action: Cleanup = Arc::new(move || {
-            if !done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut d = done.lock().unwrap_or_else(|p| p.into_inner());
+            if !*d {
                 action();
+                *d = true;
             }
         });
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
