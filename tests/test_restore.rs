@@ -6,9 +6,18 @@ use std::path::PathBuf;
 
 /// Config with a test_restore section; scratch clusters go under `<env>/scratch`.
 fn config(env: &Env, pg: &Pg, extra: &str) -> PathBuf {
+    let scratch = scratch_dir(env);
+    env.write_config(&format!(
+        "{}\n[targets.pg.test_restore]\ntemp_dir = \"{}\"\n{extra}\n",
+        local_config(&env.repo(), &pg.url("app"), "plain"),
+        scratch.display()
+    ))
+}
+
+/// `<env>/scratch`, reachable by the cluster's OS user (`postgres` when we are root).
+fn scratch_dir(env: &Env) -> PathBuf {
     let scratch = env.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
-    // The cluster runs as `postgres` when we are root: it must reach its folder.
     for d in [env.path(), scratch.as_path()] {
         std::process::Command::new("chmod")
             .arg("0755")
@@ -16,11 +25,7 @@ fn config(env: &Env, pg: &Pg, extra: &str) -> PathBuf {
             .status()
             .unwrap();
     }
-    env.write_config(&format!(
-        "{}\n[targets.pg.test_restore]\ntemp_dir = \"{}\"\n{extra}\n",
-        local_config(&env.repo(), &pg.url("app"), "plain"),
-        scratch.display()
-    ))
+    scratch
 }
 
 fn scratch_leftovers(env: &Env) -> Vec<String> {
@@ -409,15 +414,7 @@ fn custom_format_backup_on_s3_restores_from_a_download() {
     let moto = Moto::start();
     moto.create_bucket("tr-bucket");
     let env = Env::new();
-    let scratch = env.path().join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    for d in [env.path(), scratch.as_path()] {
-        std::process::Command::new("chmod")
-            .arg("0755")
-            .arg(d)
-            .status()
-            .unwrap();
-    }
+    let scratch = scratch_dir(&env);
     env.write_config(&format!(
         r#"
 [storages.s3]
