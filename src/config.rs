@@ -21,6 +21,15 @@ pub struct Config {
     pub storages: BTreeMap<String, StorageConfig>,
     #[serde(default)]
     pub targets: BTreeMap<String, TargetConfig>,
+    /// Defaults for `backup test-restore` (a target's own `[targets.T.test_restore]` wins).
+    #[serde(default)]
+    pub test_restore: Option<TestRestoreConfig>,
+    /// Prometheus textfile and/or Pushgateway.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    /// Notification channels, named by targets' `notify = [...]`.
+    #[serde(default)]
+    pub notifiers: BTreeMap<String, NotifierConfig>,
     /// Where the file came from (None: embedded default).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -120,15 +129,52 @@ pub struct Retention {
     /// Keep tagged backups for this long (e.g. `90d`), whatever the other rules say.
     #[serde(default)]
     pub keep_tagged: Option<String>,
-    /// Which backup represents a calendar period: `newest` (default, as restic) or `first`.
+    /// Which backup represents a calendar period: `newest` (default, as restic) or `first`,
+    /// for every period, or per period: `{ monthly = "first", yearly = "first" }`.
     #[serde(default)]
-    pub period_representative: Option<String>,
+    pub period_representative: Option<PeriodRepresentative>,
     /// Never delete backups younger than this (default `1h`).
     #[serde(default)]
     pub min_age: Option<String>,
     /// Incomplete backups (no manifest) older than this are garbage (default `24h`).
     #[serde(default)]
     pub incomplete_grace: Option<String>,
+}
+
+/// `period_representative`: one word for every period, or a table per period.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeriodRepresentative {
+    All(String),
+    PerPeriod(BTreeMap<String, String>),
+}
+
+impl<'de> Deserialize<'de> for PeriodRepresentative {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PeriodRepresentative;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""newest", "first" or a table such as { monthly = "first" }"#)
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(PeriodRepresentative::All(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = m.next_entry::<String, String>()? {
+                    out.insert(k, v);
+                }
+                Ok(PeriodRepresentative::PerPeriod(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -197,6 +243,119 @@ pub struct TargetConfig {
     /// Prune this target's storages after every successful run.
     #[serde(default)]
     pub prune_after_run: bool,
+    /// `backup test-restore` settings for this target (over the global `[test_restore]`).
+    #[serde(default)]
+    pub test_restore: Option<TestRestoreConfig>,
+    /// Notifiers (names of `[notifiers.*]`) told about this target's runs.
+    #[serde(default)]
+    pub notify: Vec<String>,
+}
+
+/// Where and how `backup test-restore` proves a backup. Every key is optional; a
+/// target's section overrides the global one key by key.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TestRestoreConfig {
+    /// Restore into a scratch database on this server instead of a temporary cluster.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Folder with initdb/pg_ctl/postgres for the temporary cluster.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// OS user that runs the temporary cluster when started as root (default `postgres`).
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// Parent folder of the temporary cluster (default: $TMPDIR).
+    #[serde(default)]
+    pub temp_dir: Option<PathBuf>,
+    /// Longest acceptable restore (default `2h`).
+    #[serde(default)]
+    pub rto: Option<String>,
+    /// `table.column` or `schema.table.column` whose newest value must be close to the backup time.
+    #[serde(default)]
+    pub freshness: Option<Vec<String>>,
+    /// Largest allowed gap between the newest freshness value and the backup (default `26h`).
+    #[serde(default)]
+    pub freshness_max_lag: Option<String>,
+    /// SQL file whose statements must each return `true` or no rows.
+    #[serde(default)]
+    pub checks_sql: Option<PathBuf>,
+}
+
+impl TestRestoreConfig {
+    /// `self` over `base`, key by key.
+    pub fn over(&self, base: &TestRestoreConfig) -> TestRestoreConfig {
+        TestRestoreConfig {
+            url: self.url.clone().or_else(|| base.url.clone()),
+            bin_dir: self.bin_dir.clone().or_else(|| base.bin_dir.clone()),
+            os_user: self.os_user.clone().or_else(|| base.os_user.clone()),
+            temp_dir: self.temp_dir.clone().or_else(|| base.temp_dir.clone()),
+            rto: self.rto.clone().or_else(|| base.rto.clone()),
+            freshness: self.freshness.clone().or_else(|| base.freshness.clone()),
+            freshness_max_lag: self
+                .freshness_max_lag
+                .clone()
+                .or_else(|| base.freshness_max_lag.clone()),
+            checks_sql: self.checks_sql.clone().or_else(|| base.checks_sql.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// File for node_exporter's textfile collector (written atomically).
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+    /// Pushgateway base URL, e.g. http://pushgateway:9091.
+    #[serde(default)]
+    pub pushgateway: Option<String>,
+    /// Pushgateway job name (default `backup`).
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    /// `slack`, `webhook`, `pagerduty` or `email`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Slack incoming webhook or generic webhook URL (a secret: never logged).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PagerDuty Events API v2 routing (integration) key.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+    /// PagerDuty events endpoint (default https://events.pagerduty.com/v2/enqueue).
+    #[serde(default)]
+    pub events_url: Option<String>,
+    /// Which outcomes to send: `failure`, `success`, `recovery` (default failure + recovery).
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
+    /// SMTP server (email).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the SMTP password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File whose first line is the SMTP password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Upgrade the SMTP connection with STARTTLS (default true; needed before AUTH).
+    #[serde(default)]
+    pub starttls: Option<bool>,
+    /// Seconds before a send gives up (default 10).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
 }
 
 fn default_kind() -> String {
@@ -237,6 +396,8 @@ impl Config {
                 disk_check: true,
                 retention: BTreeMap::new(),
                 prune_after_run: false,
+                test_restore: None,
+                notify: vec![],
             },
         );
         Config {
@@ -244,6 +405,7 @@ impl Config {
             storages,
             targets,
             source: None,
+            ..Default::default()
         }
     }
 
@@ -307,6 +469,7 @@ impl Config {
             }
         })?;
         cfg.validate(file)?;
+        cfg.validate_watch(file)?;
         Ok(cfg)
     }
 
@@ -434,6 +597,18 @@ impl Config {
                 crate::db::postgres::ConnInfo::parse_url(u)
                     .map_err(|e| bad(format!("targets.{name}.url"), format!("{e:#}")))?;
             }
+            for n in &t.notify {
+                if !self.notifiers.contains_key(n) {
+                    return Err(bad(
+                        format!("targets.{name}.notify"),
+                        format!("names notifier `{n}`, which is not defined in [notifiers.*]"),
+                    ));
+                }
+            }
+            if let Some(tr) = &t.test_restore {
+                tr.validate()
+                    .map_err(|m| bad(format!("targets.{name}.test_restore"), m))?;
+            }
             if let Some(l) = t.compression_level {
                 if !(1..=9).contains(&l) {
                     return Err(bad(
@@ -444,6 +619,91 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Checks the sections of issue 5 (test-restore, metrics, notifiers).
+    fn validate_watch(&self, file: &str) -> Result<()> {
+        let bad = |key: String, msg: String| -> anyhow::Error {
+            Fail::Config(format!("{file}: key `{key}`: {msg}")).into()
+        };
+        if let Some(tr) = &self.test_restore {
+            tr.validate().map_err(|m| bad("test_restore".into(), m))?;
+        }
+        if let Some(m) = &self.metrics {
+            if let Some(u) = &m.pushgateway {
+                check_http_url(u).map_err(|e| bad("metrics.pushgateway".into(), e))?;
+            }
+        }
+        for (name, n) in &self.notifiers {
+            let key = |k: &str| format!("notifiers.{name}.{k}");
+            for o in n.on.iter().flatten() {
+                if !["failure", "success", "recovery"].contains(&o.as_str()) {
+                    return Err(bad(
+                        key("on"),
+                        format!("`{o}` is not failure, success or recovery"),
+                    ));
+                }
+            }
+            match n.kind.as_str() {
+                "slack" | "webhook" => {
+                    let u = n.url.as_deref().ok_or_else(|| {
+                        bad(key("url"), format!("a {} notifier needs a url", n.kind))
+                    })?;
+                    check_http_url(u).map_err(|e| bad(key("url"), e))?;
+                }
+                "pagerduty" => {
+                    if n.routing_key.as_deref().unwrap_or("").is_empty() {
+                        return Err(bad(
+                            key("routing_key"),
+                            "a pagerduty notifier needs the integration's routing_key".into(),
+                        ));
+                    }
+                    if let Some(u) = &n.events_url {
+                        check_http_url(u).map_err(|e| bad(key("events_url"), e))?;
+                    }
+                }
+                "email" => {
+                    if n.host.is_none() {
+                        return Err(bad(
+                            key("host"),
+                            "an email notifier needs the SMTP host".into(),
+                        ));
+                    }
+                    if n.from.is_none() {
+                        return Err(bad(
+                            key("from"),
+                            "an email notifier needs a from address".into(),
+                        ));
+                    }
+                    if n.to.is_empty() {
+                        return Err(bad(
+                            key("to"),
+                            "an email notifier needs at least one recipient".into(),
+                        ));
+                    }
+                }
+                other => {
+                    return Err(bad(
+                        key("type"),
+                        format!("`{other}` is not slack, webhook, pagerduty or email"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective test-restore settings of a target.
+    pub fn test_restore_for(&self, target: &str) -> TestRestoreConfig {
+        let base = self.test_restore.clone().unwrap_or_default();
+        match self
+            .targets
+            .get(target)
+            .and_then(|t| t.test_restore.as_ref())
+        {
+            Some(t) => t.over(&base),
+            None => base,
+        }
     }
 
     pub fn target(&self, name: &str) -> Result<&TargetConfig> {
@@ -510,6 +770,45 @@ impl Config {
     }
 }
 
+fn check_http_url(u: &str) -> std::result::Result<(), String> {
+    match url::Url::parse(u) {
+        Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(()),
+        Ok(_) => Err(format!(
+            "`{}` must start with http:// or https://",
+            crate::redact::secret_url(u)
+        )),
+        Err(e) => Err(format!(
+            "`{}` is not a URL ({e})",
+            crate::redact::secret_url(u)
+        )),
+    }
+}
+
+impl TestRestoreConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (k, v) in [
+            ("rto", &self.rto),
+            ("freshness_max_lag", &self.freshness_max_lag),
+        ] {
+            if let Some(v) = v {
+                crate::duration::parse(v).map_err(|e| format!("{k}: {e}"))?;
+            }
+        }
+        for f in self.freshness.iter().flatten() {
+            let parts = f.split('.').count();
+            if !(2..=3).contains(&parts) || f.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "freshness: `{f}` must be table.column or schema.table.column"
+                ));
+            }
+        }
+        if let Some(u) = &self.url {
+            crate::db::postgres::ConnInfo::parse_url(u).map_err(|e| format!("url: {e:#}"))?;
+        }
+        Ok(())
+    }
+}
+
 impl Retention {
     pub fn validate(&self) -> std::result::Result<(), String> {
         for (k, v) in [
@@ -527,11 +826,26 @@ impl Retention {
                 crate::duration::parse(v).map_err(|e| format!("{k}: {e}"))?;
             }
         }
-        if let Some(p) = &self.period_representative {
-            if p != "newest" && p != "first" {
-                return Err(format!(
-                    "period_representative: `{p}` is not newest or first"
-                ));
+        let word = |w: &str, key: &str| {
+            if w != "newest" && w != "first" {
+                return Err(format!("{key}: `{w}` is not newest or first"));
+            }
+            Ok(())
+        };
+        match &self.period_representative {
+            None => {}
+            Some(PeriodRepresentative::All(w)) => word(w, "period_representative")?,
+            Some(PeriodRepresentative::PerPeriod(m)) => {
+                for (period, w) in m {
+                    if !["hourly", "daily", "weekly", "monthly", "yearly"]
+                        .contains(&period.as_str())
+                    {
+                        return Err(format!(
+                            "period_representative: `{period}` is not hourly, daily, weekly, monthly or yearly"
+                        ));
+                    }
+                    word(w, &format!("period_representative.{period}"))?;
+                }
             }
         }
         Ok(())
@@ -583,6 +897,43 @@ storages = ["local", "s3"]
         assert!(e.contains("b.toml"), "{e}");
         assert!(e.contains("bukcet"), "{e}");
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn notifiers_and_test_restore_are_checked() {
+        let base = "[storages.l]\ntype=\"local\"\npath=\"/x\"\n[targets.pg]\nengine = \"postgres\"\nstorages = [\"l\"]\n";
+        let e = err(&format!("{base}notify = [\"ops\"]\n"));
+        assert!(e.contains("targets.pg.notify") && e.contains("ops"), "{e}");
+        let e = err(&format!("{base}[notifiers.ops]\ntype = \"sms\"\n"));
+        assert!(e.contains("notifiers.ops.type"), "{e}");
+        let e = err(&format!("{base}[notifiers.ops]\ntype = \"slack\"\nurl = \"ftp://hooks.example.com/services/SECRET\"\n"));
+        assert!(
+            e.contains("notifiers.ops.url") && !e.contains("SECRET"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}[notifiers.ops]\ntype = \"slack\"\nurl = \"https://h/x\"\non = [\"always\"]\n"
+        ));
+        assert!(e.contains("notifiers.ops.on"), "{e}");
+        let e = err(&format!(
+            "{base}[targets.pg.test_restore]\nfreshness = [\"created_at\"]\n"
+        ));
+        assert!(
+            e.contains("targets.pg.test_restore") && e.contains("table.column"),
+            "{e}"
+        );
+        let e = err(&format!("{base}[test_restore]\nrto = \"soon\"\n"));
+        assert!(e.contains("test_restore") && e.contains("rto"), "{e}");
+        let cfg = Config::parse(
+            &format!("{base}[targets.pg.test_restore]\nrto = \"1h\"\n[test_restore]\nrto = \"3h\"\nos_user = \"pg\"\n"),
+            "b.toml",
+        )
+        .unwrap();
+        let t = cfg.test_restore_for("pg");
+        assert_eq!(
+            (t.rto.as_deref(), t.os_user.as_deref()),
+            (Some("1h"), Some("pg"))
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! | 3    | verification failed: a backup is damaged or incomplete |
 //! | 4    | another run holds the target's lock |
 //! | 5    | the operator declined, or a confirmation was needed (`--yes`) |
+//! | 6    | test-restore: a check failed (the backup did not restore, or restored wrong) |
+//! | 7    | status: a target's newest backup is older than allowed (`--max-age`) |
 
 use thiserror::Error;
 
@@ -23,6 +25,10 @@ pub enum Fail {
     Locked(String),
     #[error("{0}")]
     NotConfirmed(String),
+    #[error("{0}")]
+    CheckFailed(String),
+    #[error("{0}")]
+    Stale(String),
 }
 
 impl Fail {
@@ -32,6 +38,8 @@ impl Fail {
             Fail::Verify(_) => 3,
             Fail::Locked(_) => 4,
             Fail::NotConfirmed(_) => 5,
+            Fail::CheckFailed(_) => 6,
+            Fail::Stale(_) => 7,
         }
     }
 }

@@ -57,6 +57,9 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::List(a) => cli::list::execute(&cfg, a, ui),
         Command::Verify(a) => cli::verify::execute(&cfg, a, ui),
         Command::Restore(a) => cli::restore::execute(&cfg, a, ui),
+        Command::TestRestore(a) => cli::test_restore::execute(&cfg, a, ui),
+        Command::Status(a) => cli::status::execute(&cfg, a, ui),
+        Command::Prune(a) => cli::prune::execute(&cfg, a, ui),
         Command::Completions(_) | Command::Man(_) => unreachable!(),
     }
 }

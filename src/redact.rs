@@ -42,8 +42,32 @@ pub fn url(s: &str) -> String {
     s.to_string()
 }
 
+/// A URL whose path or query may be the secret (Slack and other webhooks): only the
+/// scheme and host are kept.
+pub fn secret_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(u) => match u.host_str() {
+            Some(h) => match u.port() {
+                Some(p) => format!("{}://{h}:{p}/***", u.scheme()),
+                None => format!("{}://{h}/***", u.scheme()),
+            },
+            None => "***".into(),
+        },
+        Err(_) => "***".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hides_webhook_paths() {
+        assert_eq!(
+            super::secret_url("https://hooks.slack.com/services/T0/B0/XyZ?x=1"),
+            "https://hooks.slack.com/***"
+        );
+        assert_eq!(super::secret_url("not a url"), "***");
+    }
+
     #[test]
     fn hides_passwords() {
         assert_eq!(

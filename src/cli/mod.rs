@@ -2,8 +2,11 @@
 
 pub mod completions;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod run;
+pub mod status;
+pub mod test_restore;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -18,7 +21,7 @@ use std::path::PathBuf;
     long_about = "Back up, verify and restore databases (PostgreSQL) to local disk and S3-compatible storage.\n\n\
 Configuration is read from --config FILE, then $BACKUP_CONFIG, then ./backup.toml, then /etc/backup/backup.toml; \
 without any, a `postgres` target on libpq defaults (PGHOST, PGDATABASE...) backs up into ./backups.",
-    after_help = "Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 verification failed, 4 target locked by another run, 5 not confirmed (use --yes)."
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 verification failed, 4 target locked by another run, 5 not confirmed (use --yes), 6 test-restore check failed, 7 status: a backup is too old."
 )]
 pub struct Cli {
     /// Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml).
@@ -50,6 +53,12 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Restore a backup into a database (verified before anything is touched).
     Restore(restore::RestoreArgs),
+    /// Restore a backup into a scratch cluster, check it, and remove the scratch copy.
+    TestRestore(test_restore::TestRestoreArgs),
+    /// Are we backed up? Last good backup per target and storage, its age, last test-restore.
+    Status(status::StatusArgs),
+    /// Remove backups the retention policy no longer keeps (prints the plan and why).
+    Prune(prune::PruneArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
     /// Write man pages into a folder.

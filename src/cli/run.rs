@@ -17,7 +17,16 @@ pub struct RunArgs {
 }
 
 pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
-    let out = backup::run(cfg, &args.target, args.tag.as_deref(), ui)?;
+    let started = std::time::Instant::now();
+    let res = backup::run(cfg, &args.target, args.tag.as_deref(), ui);
+    crate::engine::watch::after_backup(
+        cfg,
+        &args.target,
+        &res,
+        started.elapsed().as_secs_f64(),
+        ui,
+    );
+    let out = res?;
     let m = &out.manifest;
     if args.json {
         let v = serde_json::json!({
@@ -58,5 +67,14 @@ pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
         m.duration_seconds,
         m.database.tables.len()
     ));
+    // Only after a backup that succeeded everywhere (a failed run returned above).
+    if cfg.target(&args.target)?.prune_after_run {
+        crate::engine::prune::after_run(cfg, &args.target, ui).map_err(|e| {
+            e.context(format!(
+                "backup {} is stored, but pruning afterwards (prune_after_run) failed",
+                m.id
+            ))
+        })?;
+    }
     Ok(())
 }

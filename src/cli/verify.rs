@@ -26,6 +26,7 @@ pub struct VerifyArgs {
 }
 
 pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
+    let started = std::time::Instant::now();
     let targets: Vec<String> = match &args.target {
         Some(t) => {
             cfg.target(t)?;
@@ -78,6 +79,11 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
             }
         }
     }
+    let results: Vec<(String, String, bool)> = reports
+        .iter()
+        .map(|r| (r.target.clone(), r.storage.clone(), r.ok))
+        .collect();
+    crate::engine::watch::after_verify(cfg, &results, started.elapsed().as_secs_f64(), ui);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }

@@ -3,5 +3,13 @@
 pub mod backup;
 pub mod catalog;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
+pub mod prune;
 pub mod restore;
+pub mod retention;
+pub mod scratch;
+pub mod status;
+pub mod test_restore;
 pub mod verify;
+pub mod watch;

@@ -12,6 +12,8 @@ type Objects = Arc<Mutex<BTreeMap<String, (Vec<u8>, chrono::DateTime<chrono::Utc
 pub struct MemoryStorage {
     name: String,
     objects: Objects,
+    /// Every key deleted, in order (tests check deletion order).
+    deleted: Arc<Mutex<Vec<String>>>,
 }
 
 impl MemoryStorage {
@@ -19,7 +21,13 @@ impl MemoryStorage {
         MemoryStorage {
             name: name.into(),
             objects: Arc::default(),
+            deleted: Arc::default(),
         }
+    }
+
+    #[cfg(test)]
+    pub fn deleted_log(&self) -> Vec<String> {
+        self.deleted.lock().unwrap().clone()
     }
 }
 
@@ -120,6 +128,7 @@ impl Storage for MemoryStorage {
         let mut r = DeleteReport::default();
         for k in keys {
             o.remove(k);
+            self.deleted.lock().unwrap().push(k.clone());
             r.deleted.push(k.clone());
         }
         Ok(r)

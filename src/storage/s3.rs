@@ -39,6 +39,8 @@ pub struct S3Storage {
     prefix: String,
     client: Client,
     rt: Arc<Runtime>,
+    /// Whether the bucket has Object Lock enabled (asked once, on the first delete).
+    object_lock: std::sync::OnceLock<bool>,
 }
 
 fn err_text<E, R>(e: &SdkError<E, R>) -> String
@@ -112,6 +114,58 @@ impl S3Storage {
             prefix,
             client,
             rt: Arc::new(rt),
+            object_lock: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// On an Object Lock bucket (always versioned) a plain delete succeeds by adding a
+    /// delete marker while the locked data stays: the backup would vanish from listings
+    /// yet keep costing, and count as deleted. So on such buckets each key is checked
+    /// first, and held keys are reported as retained instead of deleted.
+    fn object_lock_enabled(&self) -> bool {
+        *self.object_lock.get_or_init(|| {
+            self.rt
+                .block_on(
+                    self.client
+                        .get_object_lock_configuration()
+                        .bucket(&self.cfg.bucket)
+                        .send(),
+                )
+                .ok()
+                .and_then(|o| {
+                    o.object_lock_configuration()
+                        .and_then(|c| c.object_lock_enabled())
+                        .map(|e| e.as_str() == "Enabled")
+                })
+                .unwrap_or(false)
+        })
+    }
+
+    /// Why an object cannot be deleted yet (retention date in the future, legal hold).
+    fn lock_hold(&self, key: &str) -> Option<String> {
+        let h = self
+            .rt
+            .block_on(
+                self.client
+                    .head_object()
+                    .bucket(&self.cfg.bucket)
+                    .key(self.full_key(key))
+                    .send(),
+            )
+            .ok()?;
+        if h.object_lock_legal_hold_status().map(|s| s.as_str()) == Some("ON") {
+            return Some("object lock legal hold is on".into());
+        }
+        let until = h.object_lock_retain_until_date()?;
+        let until = chrono::DateTime::from_timestamp(until.secs(), 0)?;
+        (until > chrono::Utc::now()).then(|| {
+            format!(
+                "object lock ({}) until {}",
+                h.object_lock_mode()
+                    .map(|m| m.as_str())
+                    .unwrap_or("retention"),
+                until.format("%Y-%m-%dT%H:%M:%SZ")
+            )
         })
     }
 
@@ -709,7 +763,18 @@ impl Storage for S3Storage {
     fn delete(&self, keys: &[String]) -> Result<DeleteReport> {
         let mut rep = DeleteReport::default();
         let mut singles: Vec<String> = Vec::new();
-        for chunk in keys.chunks(1000) {
+        let mut free: Vec<String> = Vec::new();
+        if !keys.is_empty() && self.object_lock_enabled() {
+            for k in keys {
+                match self.lock_hold(k) {
+                    Some(why) => rep.retained.push((k.clone(), why)),
+                    None => free.push(k.clone()),
+                }
+            }
+        } else {
+            free = keys.to_vec();
+        }
+        for chunk in free.chunks(1000) {
             let objs: Vec<ObjectIdentifier> = chunk
                 .iter()
                 .filter_map(|k| {

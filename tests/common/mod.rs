@@ -342,12 +342,7 @@ impl Env {
 
     /// The built binary with a clean environment pointing at this workspace.
     pub fn cmd(&self) -> assert_cmd::Command {
-        assert_cmd::Command::from_std(self.std_cmd())
-    }
-
-    /// The same as [`Env::cmd`] as a std Command (to spawn it in the background).
-    pub fn std_cmd(&self) -> Command {
-        let mut c = Command::new(assert_cmd::cargo::cargo_bin("backup"));
+        let mut c = assert_cmd::Command::cargo_bin("backup").unwrap();
         c.current_dir(self.dir.path())
             .env("BACKUP_CONFIG", self.dir.path().join("backup.toml"))
             .env("BACKUP_STATE_DIR", self.dir.path().join("state"))
@@ -628,47 +623,6 @@ pub fn local_config_with(repo: &Path, url: &str, format: &str, extra: &str) -> S
     format!("{}{extra}\n", local_config(repo, url, format))
 }
 
-impl Moto {
-    /// Stores an object with a signed request (moto refuses unsigned overwrites). Uses
-    /// boto3, which `pip install 'moto[server]'` installs beside moto_server.
-    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
-        self.boto3(
-            "c.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.stdin.buffer.read())",
-            bucket,
-            key,
-            body,
-        );
-    }
-
-    /// Reads an object with a signed request.
-    pub fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
-        self.boto3(
-            "sys.stdout.buffer.write(c.get_object(Bucket=sys.argv[2], Key=sys.argv[3])['Body'].read())",
-            bucket,
-            key,
-            b"",
-        )
-    }
-
-    fn boto3(&self, call: &str, bucket: &str, key: &str, stdin: &[u8]) -> Vec<u8> {
-        use std::io::Write;
-        let script = format!(
-            "import boto3,sys\nc = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='testing', \
-             aws_secret_access_key='testing', region_name='us-east-1')\n{call}\n"
-        );
-        let mut child = Command::new("python3")
-            .args(["-c", &script, &self.endpoint(), bucket, key])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with boto3 (installed with moto)");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "boto3 {call} failed");
-        out.stdout
-    }
-}
-
 /// A cluster with the sample data, a local repository of target `pg` in `format`, and
 /// one backup of it (its id).
 pub fn sample_backup(format: &str) -> (Pg, Env, String) {
@@ -679,4 +633,133 @@ pub fn sample_backup(format: &str) -> (Pg, Env, String) {
     env.write_config(&local_config(&env.repo(), &pg.url("app"), format));
     let id = env.ok(&["run", "pg"]).trim().to_string();
     (pg, env, id)
+}
+
+/// A bare HTTP request with extra headers and a body; returns (status line, body).
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    // moto refuses anonymous reads; it does not check the signature itself.
+    head.push_str("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n");
+    head.push_str("Content-Type: application/octet-stream\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(resp.len());
+    let status = String::from_utf8_lossy(&resp[..split])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    (status, resp[split..].to_vec())
+}
+
+impl Moto {
+    /// A bucket with S3 Object Lock and a default GOVERNANCE retention of `days`.
+    pub fn create_locked_bucket(&self, bucket: &str, days: u32) {
+        let (st, _) = http_with(
+            self.port,
+            "PUT",
+            &format!("/{bucket}"),
+            &[("x-amz-bucket-object-lock-enabled", "true")],
+            b"",
+        );
+        assert!(st.contains("200"), "{st}");
+        let cfg = format!(
+            "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>GOVERNANCE</Mode><Days>{days}</Days></DefaultRetention></Rule></ObjectLockConfiguration>"
+        );
+        let (st, body) = http_with(
+            self.port,
+            "PUT",
+            &format!("/{bucket}?object-lock"),
+            &[],
+            cfg.as_bytes(),
+        );
+        assert!(
+            st.contains("200"),
+            "{st} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body));
+        let (st, resp) = http_with(
+            self.port,
+            "PUT",
+            &format!("/{bucket}/{key}"),
+            &[("Content-MD5", &md5)],
+            body,
+        );
+        assert!(
+            st.contains("200"),
+            "PUT {key}: {st} {}",
+            String::from_utf8_lossy(&resp)
+        );
+        assert_eq!(
+            self.get_object(bucket, key).as_deref(),
+            Some(body),
+            "PUT {key} stored other bytes"
+        );
+    }
+
+    /// An object's bytes, or None when it does not exist.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let (st, body) = http_with(self.port, "GET", &format!("/{bucket}/{key}"), &[], b"");
+        st.contains("200").then_some(body)
+    }
+
+    /// Keys under a prefix (ListObjectsV2, first page).
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (_, body) = http_with(
+            self.port,
+            "GET",
+            &format!("/{bucket}?list-type=2&prefix={prefix}"),
+            &[],
+            b"",
+        );
+        let text = String::from_utf8_lossy(&body);
+        text.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Env {
+    /// Like [`Env::cmd`], as a std Command (for spawning and signalling).
+    pub fn std_cmd(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("backup"));
+        c.current_dir(self.dir.path())
+            .env("BACKUP_CONFIG", self.dir.path().join("backup.toml"))
+            .env("BACKUP_STATE_DIR", self.dir.path().join("state"))
+            .env_remove("PGPASSWORD")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .env_remove("PGDATABASE")
+            .env_remove("PGUSER");
+        c
+    }
 }

@@ -1,0 +1,188 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[backup] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'backup'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'backup'= {
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand run 'Take a backup of a target and store it on every storage of the target'
+            cand list 'List backups'
+            cand verify 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
+            cand restore 'Restore a backup into a database (verified before anything is touched)'
+            cand test-restore 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
+            cand status 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
+            cand prune 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+            cand completions 'Print a shell completion script'
+            cand man 'Write man pages into a folder'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'backup;run'= {
+            cand --tag 'Tag kept in the manifest and as an S3 object tag (e.g. pre-deployment-v1.2.3)'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --json 'Print the result as JSON on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;list'= {
+            cand --storage 'Only this storage (default: every storage of each target)'
+            cand --tag 'Only backups with this tag'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --all 'Also show incomplete backups (no manifest: interrupted or failed runs)'
+            cand --json 'Print a JSON array on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;verify'= {
+            cand --storage 'Only this storage (default: every storage of the target)'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --all 'Verify every backup, not only the latest'
+            cand --json 'Print the reports as JSON on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;restore'= {
+            cand --storage 'Read the backup from this storage (default: local storages first)'
+            cand --to-database 'Restore into this database (created when missing) instead of the target''s'
+            cand --table 'Restore only this table (`name` or `schema.name`; custom format); repeatable'
+            cand --jobs 'Parallel pg_restore jobs into a fresh database (default: the target''s restore_jobs, else 2)'
+            cand --temp-dir 'Where to download remote backups before restoring (default: $TMPDIR)'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --clean 'Drop the objects before recreating them (custom format; plain dumps always do)'
+            cand -y 'Do not ask for confirmation'
+            cand --yes 'Do not ask for confirmation'
+            cand --dry-run 'Print the plan and change nothing'
+            cand --no-check 'Skip comparing restored row counts with the manifest'
+            cand --json 'Print the outcome as JSON on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;test-restore'= {
+            cand --within 'Only backups finished within this long (e.g. 30d); fails when the chosen one is older'
+            cand --report 'Also write the report (JSON) to this file'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --json 'Print the report as JSON on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;status'= {
+            cand --max-age 'Oldest acceptable newest backup, per target and storage (exit 7 when older)'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --json 'Print JSON on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;prune'= {
+            cand --storage 'Only this storage (default: every storage of each target)'
+            cand --now 'Evaluate the policy as of this instant (UTC): 2026-12-01T02:00:00Z, 20261201T020000Z or 2026-12-01'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --dry-run 'Print the plan and delete nothing'
+            cand --json 'Print the plan (with each removal''s result) as a JSON array on stdout'
+            cand -y 'Delete without asking (needed when stdin is not a terminal)'
+            cand --yes 'Delete without asking (needed when stdin is not a terminal)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;completions'= {
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;man'= {
+            cand --out 'Folder to write backup.1 and backup-<command>.1 into'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;help'= {
+            cand run 'Take a backup of a target and store it on every storage of the target'
+            cand list 'List backups'
+            cand verify 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
+            cand restore 'Restore a backup into a database (verified before anything is touched)'
+            cand test-restore 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
+            cand status 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
+            cand prune 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+            cand completions 'Print a shell completion script'
+            cand man 'Write man pages into a folder'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'backup;help;run'= {
+        }
+        &'backup;help;list'= {
+        }
+        &'backup;help;verify'= {
+        }
+        &'backup;help;restore'= {
+        }
+        &'backup;help;test-restore'= {
+        }
+        &'backup;help;status'= {
+        }
+        &'backup;help;prune'= {
+        }
+        &'backup;help;completions'= {
+        }
+        &'backup;help;man'= {
+        }
+        &'backup;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

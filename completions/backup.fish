@@ -1,0 +1,117 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_backup_global_optspecs
+    string join \n c/config= q/quiet no-progress h/help V/version
+end
+
+function __fish_backup_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_backup_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_backup_using_subcommand
+    set -l cmd (__fish_backup_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c backup -n "__fish_backup_needs_command" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_needs_command" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_needs_command" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c backup -n "__fish_backup_needs_command" -s V -l version -d 'Print version'
+complete -c backup -n "__fish_backup_needs_command" -f -a "run" -d 'Take a backup of a target and store it on every storage of the target'
+complete -c backup -n "__fish_backup_needs_command" -f -a "list" -d 'List backups'
+complete -c backup -n "__fish_backup_needs_command" -f -a "verify" -d 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
+complete -c backup -n "__fish_backup_needs_command" -f -a "restore" -d 'Restore a backup into a database (verified before anything is touched)'
+complete -c backup -n "__fish_backup_needs_command" -f -a "test-restore" -d 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
+complete -c backup -n "__fish_backup_needs_command" -f -a "status" -d 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
+complete -c backup -n "__fish_backup_needs_command" -f -a "prune" -d 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+complete -c backup -n "__fish_backup_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c backup -n "__fish_backup_needs_command" -f -a "man" -d 'Write man pages into a folder'
+complete -c backup -n "__fish_backup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c backup -n "__fish_backup_using_subcommand run" -l tag -d 'Tag kept in the manifest and as an S3 object tag (e.g. pre-deployment-v1.2.3)' -r
+complete -c backup -n "__fish_backup_using_subcommand run" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand run" -l json -d 'Print the result as JSON on stdout'
+complete -c backup -n "__fish_backup_using_subcommand run" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand run" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand run" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand list" -l storage -d 'Only this storage (default: every storage of each target)' -r
+complete -c backup -n "__fish_backup_using_subcommand list" -l tag -d 'Only backups with this tag' -r
+complete -c backup -n "__fish_backup_using_subcommand list" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand list" -l all -d 'Also show incomplete backups (no manifest: interrupted or failed runs)'
+complete -c backup -n "__fish_backup_using_subcommand list" -l json -d 'Print a JSON array on stdout'
+complete -c backup -n "__fish_backup_using_subcommand list" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand list" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand list" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand verify" -l storage -d 'Only this storage (default: every storage of the target)' -r
+complete -c backup -n "__fish_backup_using_subcommand verify" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand verify" -l all -d 'Verify every backup, not only the latest'
+complete -c backup -n "__fish_backup_using_subcommand verify" -l json -d 'Print the reports as JSON on stdout'
+complete -c backup -n "__fish_backup_using_subcommand verify" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand verify" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l storage -d 'Read the backup from this storage (default: local storages first)' -r
+complete -c backup -n "__fish_backup_using_subcommand restore" -l to-database -d 'Restore into this database (created when missing) instead of the target\'s' -r
+complete -c backup -n "__fish_backup_using_subcommand restore" -l table -d 'Restore only this table (`name` or `schema.name`; custom format); repeatable' -r
+complete -c backup -n "__fish_backup_using_subcommand restore" -l jobs -d 'Parallel pg_restore jobs into a fresh database (default: the target\'s restore_jobs, else 2)' -r
+complete -c backup -n "__fish_backup_using_subcommand restore" -l temp-dir -d 'Where to download remote backups before restoring (default: $TMPDIR)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand restore" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand restore" -l clean -d 'Drop the objects before recreating them (custom format; plain dumps always do)'
+complete -c backup -n "__fish_backup_using_subcommand restore" -s y -l yes -d 'Do not ask for confirmation'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l dry-run -d 'Print the plan and change nothing'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l no-check -d 'Skip comparing restored row counts with the manifest'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l json -d 'Print the outcome as JSON on stdout'
+complete -c backup -n "__fish_backup_using_subcommand restore" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand restore" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand test-restore" -l within -d 'Only backups finished within this long (e.g. 30d); fails when the chosen one is older' -r
+complete -c backup -n "__fish_backup_using_subcommand test-restore" -l report -d 'Also write the report (JSON) to this file' -r -F
+complete -c backup -n "__fish_backup_using_subcommand test-restore" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand test-restore" -l json -d 'Print the report as JSON on stdout'
+complete -c backup -n "__fish_backup_using_subcommand test-restore" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand test-restore" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand test-restore" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand status" -l max-age -d 'Oldest acceptable newest backup, per target and storage (exit 7 when older)' -r
+complete -c backup -n "__fish_backup_using_subcommand status" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand status" -l json -d 'Print JSON on stdout'
+complete -c backup -n "__fish_backup_using_subcommand status" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand status" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand status" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand prune" -l storage -d 'Only this storage (default: every storage of each target)' -r
+complete -c backup -n "__fish_backup_using_subcommand prune" -l now -d 'Evaluate the policy as of this instant (UTC): 2026-12-01T02:00:00Z, 20261201T020000Z or 2026-12-01' -r
+complete -c backup -n "__fish_backup_using_subcommand prune" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand prune" -l dry-run -d 'Print the plan and delete nothing'
+complete -c backup -n "__fish_backup_using_subcommand prune" -l json -d 'Print the plan (with each removal\'s result) as a JSON array on stdout'
+complete -c backup -n "__fish_backup_using_subcommand prune" -s y -l yes -d 'Delete without asking (needed when stdin is not a terminal)'
+complete -c backup -n "__fish_backup_using_subcommand prune" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand prune" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand completions" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand completions" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand completions" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand man" -l out -d 'Folder to write backup.1 and backup-<command>.1 into' -r -F
+complete -c backup -n "__fish_backup_using_subcommand man" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand man" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand man" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand man" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "run" -d 'Take a backup of a target and store it on every storage of the target'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "list" -d 'List backups'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "verify" -d 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "restore" -d 'Restore a backup into a database (verified before anything is touched)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "test-restore" -d 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "status" -d 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "prune" -d 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "man" -d 'Write man pages into a folder'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,235 @@
+//! After a run: metrics, notifications and the last test-restore result, in one place so
+//! the subcommands each add a single call.
+
+use crate::config::Config;
+use crate::engine::backup::RunOutcome;
+use crate::engine::metrics::{self, Event, Op};
+use crate::engine::notify::{self, Notice};
+use crate::engine::test_restore::TestRestoreReport;
+use crate::ui::Ui;
+use anyhow::Result;
+use std::path::PathBuf;
+
+fn kind_of(cfg: &Config, target: &str) -> String {
+    cfg.targets
+        .get(target)
+        .map(|t| t.kind.clone())
+        .unwrap_or_else(|| "logical".into())
+}
+
+/// After `backup run`: a success per storage that holds the backup, a failure per
+/// storage that does not (all of them when the run failed before storing).
+pub fn after_backup(cfg: &Config, target: &str, res: &Result<RunOutcome>, seconds: f64, ui: &Ui) {
+    let kind = kind_of(cfg, target);
+    let storages: Vec<String> = cfg
+        .targets
+        .get(target)
+        .map(|t| t.storages.clone())
+        .unwrap_or_default();
+    let mut events = Vec::new();
+    let ev = |storage: &str, success: bool, size: Option<u64>| Event {
+        op: Op::Backup,
+        target: target.into(),
+        storage: storage.into(),
+        kind: kind.clone(),
+        success,
+        duration_seconds: seconds,
+        gauges: size
+            .map(|s| vec![("size_bytes", s as f64)])
+            .unwrap_or_default(),
+    };
+    let notice = match res {
+        Ok(out) => {
+            let size = out.manifest.size_bytes();
+            for s in &storages {
+                events.push(ev(s, out.stored_on.contains(s), Some(size)));
+            }
+            Notice {
+                operation: "backup".into(),
+                target: target.into(),
+                id: Some(out.manifest.id.clone()),
+                success: out.failed.is_empty(),
+                size_bytes: Some(size),
+                duration_seconds: seconds,
+                storages: out.stored_on.clone(),
+                error: (!out.failed.is_empty())
+                    .then(|| crate::engine::backup::describe_failures(&out.failed)),
+                details: vec![],
+                host: crate::engine::lock::hostname(),
+                time: chrono::Utc::now(),
+            }
+        }
+        Err(e) => {
+            for s in &storages {
+                events.push(ev(s, false, None));
+            }
+            Notice::failed("backup", target, seconds, format!("{e:#}"))
+        }
+    };
+    metrics::record(cfg, &events, ui);
+    notify::notify(cfg, &notice, ui);
+}
+
+/// After `backup verify`: one event per (target, storage) checked.
+pub fn after_verify(cfg: &Config, results: &[(String, String, bool)], seconds: f64, ui: &Ui) {
+    let events: Vec<Event> = results
+        .iter()
+        .map(|(t, s, ok)| Event {
+            op: Op::Verify,
+            target: t.clone(),
+            storage: s.clone(),
+            kind: kind_of(cfg, t),
+            success: *ok,
+            duration_seconds: seconds,
+            gauges: vec![],
+        })
+        .collect();
+    if !events.is_empty() {
+        metrics::record(cfg, &events, ui);
+    }
+}
+
+pub fn last_test_restore_path(cfg: &Config, target: &str) -> PathBuf {
+    cfg.state_dir()
+        .join("test-restore")
+        .join(format!("{target}.json"))
+}
+
+/// The last test-restore of a target, as kept by [`after_test_restore`].
+pub fn last_test_restore(cfg: &Config, target: &str) -> Option<LastTestRestore> {
+    let b = std::fs::read(last_test_restore_path(cfg, target)).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastTestRestore {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub passed: bool,
+    /// The backup tested (None when the run failed before choosing one).
+    pub id: Option<String>,
+    pub storage: Option<String>,
+    pub summary: String,
+    pub report: Option<TestRestoreReport>,
+}
+
+/// After `backup test-restore`: keep the result, record metrics, notify.
+pub fn after_test_restore(
+    cfg: &Config,
+    target: &str,
+    res: &Result<TestRestoreReport>,
+    seconds: f64,
+    ui: &Ui,
+) {
+    let kind = kind_of(cfg, target);
+    let (last, event, notice) = match res {
+        Ok(r) => {
+            let failed: Vec<String> = r
+                .failed_checks()
+                .iter()
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            let summary = if r.passed {
+                format!("{} check(s) passed", r.checks.len())
+            } else {
+                format!("{} of {} check(s) failed", failed.len(), r.checks.len())
+            };
+            (
+                LastTestRestore {
+                    at: chrono::Utc::now(),
+                    passed: r.passed,
+                    id: Some(r.id.clone()),
+                    storage: Some(r.storage.clone()),
+                    summary: summary.clone(),
+                    report: Some(r.clone()),
+                },
+                Event {
+                    op: Op::TestRestore,
+                    target: target.into(),
+                    storage: r.storage.clone(),
+                    kind: r.kind.clone(),
+                    success: r.passed,
+                    duration_seconds: r.duration_seconds,
+                    gauges: vec![
+                        ("checks_failed", failed.len() as f64),
+                        ("restore_seconds", r.restore_seconds),
+                    ],
+                },
+                Notice {
+                    operation: "test-restore".into(),
+                    target: target.into(),
+                    id: Some(r.id.clone()),
+                    success: r.passed,
+                    size_bytes: Some(r.size_bytes),
+                    duration_seconds: r.duration_seconds,
+                    storages: vec![r.storage.clone()],
+                    error: (!r.passed).then(|| summary.clone()),
+                    details: failed,
+                    host: crate::engine::lock::hostname(),
+                    time: chrono::Utc::now(),
+                },
+            )
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            (
+                LastTestRestore {
+                    at: chrono::Utc::now(),
+                    passed: false,
+                    id: None,
+                    storage: None,
+                    summary: msg.clone(),
+                    report: None,
+                },
+                Event {
+                    op: Op::TestRestore,
+                    target: target.into(),
+                    storage: "none".into(),
+                    kind,
+                    success: false,
+                    duration_seconds: seconds,
+                    gauges: vec![],
+                },
+                Notice::failed("test-restore", target, seconds, msg),
+            )
+        }
+    };
+    if let Ok(b) = serde_json::to_vec_pretty(&last) {
+        if let Err(e) = metrics::write_atomic(&last_test_restore_path(cfg, target), &b) {
+            ui.warn(format!("cannot keep the test-restore result: {e:#}"));
+        }
+    }
+    metrics::record(cfg, &[event], ui);
+    notify::notify(cfg, &notice, ui);
+}
+
+/// After a prune (the command or `prune_after_run`): one event per target and storage
+/// planned; a storage where any removal failed counts as a failure.
+pub fn after_prune(cfg: &Config, prune: &crate::engine::prune::Prune, seconds: f64, ui: &Ui) {
+    use crate::engine::prune::Outcome;
+    let events: Vec<Event> = prune
+        .plans
+        .iter()
+        .map(|p| {
+            let removed = p
+                .entries
+                .iter()
+                .filter(|e| matches!(e.result, Some(Outcome::Removed)));
+            let (n, bytes) = removed.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.size_bytes));
+            Event {
+                op: Op::Prune,
+                target: p.target.clone(),
+                storage: p.storage.clone(),
+                kind: kind_of(cfg, &p.target),
+                success: !p
+                    .entries
+                    .iter()
+                    .any(|e| matches!(e.result, Some(Outcome::Failed))),
+                duration_seconds: seconds,
+                gauges: vec![("deleted_backups", n as f64), ("freed_bytes", bytes as f64)],
+            }
+        })
+        .collect();
+    if !events.is_empty() {
+        metrics::record(cfg, &events, ui);
+    }
+}
