@@ -13,7 +13,7 @@ use crate::engine::lock::{hostname, Lock};
 use crate::error::Fail;
 use crate::manifest::{self, Artifact, Kind, Manifest, MANIFEST_FILE};
 use crate::storage::{self, ObjectWriter, PutMeta, Storage};
-use crate::ui::Ui;
+use crate::ui::{Progress, Ui};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -43,14 +43,14 @@ pub fn validate_tag(tag: &str) -> Result<()> {
 }
 
 /// Writes to every live storage writer; drops a storage that fails.
-struct FanOut<'a> {
+struct FanOut {
     writers: Vec<(String, Option<Box<dyn ObjectWriter>>)>,
-    failed: &'a mut Vec<(String, String)>,
+    failed: Vec<(String, String)>,
     hasher: Sha256,
     bytes: u64,
 }
 
-impl Write for FanOut<'_> {
+impl Write for FanOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.hasher.update(buf);
         self.bytes += buf.len() as u64;
@@ -74,15 +74,150 @@ impl Write for FanOut<'_> {
     }
 }
 
-struct Counting<R> {
-    inner: R,
-    bytes: u64,
+/// One artifact streamed to every storage at once (bounded memory), then committed
+/// with its manifest. Shared by logical dumps and physical base backups.
+pub struct Upload<'s> {
+    storages: &'s [Box<dyn Storage>],
+    key: String,
+    fan: FanOut,
+    /// Bytes read from the source (before compression).
+    pub raw_bytes: u64,
 }
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
+
+impl<'s> Upload<'s> {
+    /// Opens a writer on every storage; fails only when none accepted.
+    pub fn start(storages: &'s [Box<dyn Storage>], key: &str, meta: &PutMeta) -> Result<Upload<'s>> {
+        let mut failed = Vec::new();
+        let mut writers = Vec::new();
+        for s in storages {
+            match s.create(key, meta) {
+                Ok(w) => writers.push((s.name().to_string(), Some(w))),
+                Err(e) => failed.push((s.name().to_string(), format!("{e:#}"))),
+            }
+        }
+        if writers.is_empty() {
+            bail!(
+                "no storage accepted the backup: {}",
+                describe_failures(&failed)
+            );
+        }
+        Ok(Upload {
+            storages,
+            key: key.to_string(),
+            fan: FanOut {
+                writers,
+                failed,
+                hasher: Sha256::new(),
+                bytes: 0,
+            },
+            raw_bytes: 0,
+        })
+    }
+
+    /// Copies `source` to every storage, gzip-compressed at `gzip` level when set.
+    pub fn copy(&mut self, source: &mut dyn Read, gzip: Option<u32>, progress: &mut Progress) -> Result<()> {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut raw = 0u64;
+        let res: Result<()> = (|| {
+            if let Some(level) = gzip {
+                let mut gz =
+                    flate2::write::GzEncoder::new(&mut self.fan, flate2::Compression::new(level));
+                loop {
+                    let n = source.read(&mut buf).context("reading the dump")?;
+                    if n == 0 {
+                        break;
+                    }
+                    raw += n as u64;
+                    progress.inc(n as u64);
+                    gz.write_all(&buf[..n])
+                        .context("compressing/storing the dump")?;
+                }
+                gz.finish().context("finishing compression")?;
+            } else {
+                loop {
+                    let n = source.read(&mut buf).context("reading the dump")?;
+                    if n == 0 {
+                        break;
+                    }
+                    raw += n as u64;
+                    progress.inc(n as u64);
+                    self.fan.write_all(&buf[..n]).context("storing the dump")?;
+                }
+            }
+            Ok(())
+        })();
+        self.raw_bytes += raw;
+        res
+    }
+
+    /// Bytes as stored and their SHA-256 (call after `copy`).
+    pub fn stored(&self) -> (u64, String) {
+        (self.fan.bytes, hex::encode(self.fan.hasher.clone().finalize()))
+    }
+
+    /// Storage failures so far, as one line.
+    pub fn failures(&self) -> String {
+        describe_failures(&self.fan.failed)
+    }
+
+    /// Throws every partial object away.
+    pub fn abort(self) {
+        for (_, w) in self.fan.writers {
+            if let Some(w) = w {
+                w.abort();
+            }
+        }
+    }
+
+    /// Completes the artifact on each live storage, then writes the manifest there.
+    /// Returns (stored on, failed).
+    pub fn commit(
+        self,
+        manifest_key: &str,
+        manifest_bytes: &[u8],
+        meta: &PutMeta,
+        ui: &Ui,
+    ) -> (Vec<String>, Vec<(String, String)>) {
+        let stored_bytes = self.fan.bytes;
+        let mut failed = self.fan.failed;
+        let mut stored_on = Vec::new();
+        for (name, w) in self.fan.writers {
+            let Some(w) = w else { continue };
+            let s = self
+                .storages
+                .iter()
+                .find(|s| s.name() == name)
+                .expect("storage exists");
+            let res = w
+                .finish()
+                .and_then(|info| {
+                    if info.size != stored_bytes {
+                        Err(anyhow!(
+                            "stored {} bytes but produced {stored_bytes}",
+                            info.size
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|_| s.put(manifest_key, manifest_bytes, meta).map(|_| ()));
+            match res {
+                Ok(()) => {
+                    ui.info(format!(
+                        "stored {} on `{name}` ({})",
+                        crate::duration::bytes(stored_bytes),
+                        s.location()
+                    ));
+                    stored_on.push(name);
+                }
+                Err(e) => {
+                    // No manifest there: remove the artifact so nothing half-made lingers.
+                    let _ = s.delete(&[self.key.clone(), manifest_key.to_string()]);
+                    failed.push((name, format!("{e:#}")));
+                }
+            }
+        }
+        (stored_on, failed)
     }
 }
 
@@ -166,78 +301,17 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     ));
 
     let key = catalog::artifact_key(target, &id, &spec.name);
-    let mut failed: Vec<(String, String)> = Vec::new();
-    let mut writers = Vec::new();
-    for s in &storages {
-        match s.create(&key, &meta) {
-            Ok(w) => writers.push((s.name().to_string(), Some(w))),
-            Err(e) => failed.push((s.name().to_string(), format!("{e:#}"))),
-        }
-    }
-    if writers.is_empty() {
-        bail!(
-            "no storage accepted the backup: {}",
-            describe_failures(&failed)
-        );
-    }
-
-    let dump = engine.start_dump()?;
+    let mut upload = Upload::start(&storages, &key, &meta)?;
+    let mut dump = engine.start_dump()?;
     let mut progress = ui.progress(&format!("{target} {id}"), None);
-    let mut source = Counting {
-        inner: dump,
-        bytes: 0,
-    };
-    let mut fan = FanOut {
-        writers,
-        failed: &mut failed,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
     let level = tcfg.compression_level.unwrap_or(6);
-    let copy_result: Result<()> = (|| {
-        let mut buf = vec![0u8; 256 * 1024];
-        if spec.gzip {
-            let mut gz = flate2::write::GzEncoder::new(&mut fan, flate2::Compression::new(level));
-            loop {
-                let n = source.read(&mut buf).context("reading the dump")?;
-                if n == 0 {
-                    break;
-                }
-                progress.inc(n as u64);
-                gz.write_all(&buf[..n])
-                    .context("compressing/storing the dump")?;
-            }
-            gz.finish().context("finishing compression")?;
-        } else {
-            loop {
-                let n = source.read(&mut buf).context("reading the dump")?;
-                if n == 0 {
-                    break;
-                }
-                progress.inc(n as u64);
-                fan.write_all(&buf[..n]).context("storing the dump")?;
-            }
-        }
-        Ok(())
-    })();
+    let copy_result = upload.copy(&mut dump, spec.gzip.then_some(level), &mut progress);
     progress.finish();
-    let raw_bytes = source.bytes;
-    let dump = source.inner;
-    let FanOut {
-        writers,
-        hasher,
-        bytes: stored_bytes,
-        ..
-    } = fan;
 
     if let Err(e) = copy_result {
         dump.kill();
-        for (_, w) in writers {
-            if let Some(w) = w {
-                w.abort();
-            }
-        }
-        let storage_errors = describe_failures(&failed);
+        let storage_errors = upload.failures();
+        upload.abort();
         return Err(e.context(if storage_errors.is_empty() {
             format!("backup {target} {id} failed; nothing was kept")
         } else {
@@ -248,15 +322,12 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     let facts = match dump.finish() {
         Ok(f) => f,
         Err(e) => {
-            for (_, w) in writers {
-                if let Some(w) = w {
-                    w.abort();
-                }
-            }
+            upload.abort();
             return Err(e.context(format!("backup {target} {id} failed; nothing was kept")));
         }
     };
-    let sha256 = hex::encode(hasher.finalize());
+    let (stored_bytes, sha256) = upload.stored();
+    let raw_bytes = upload.raw_bytes;
     let finished = chrono::Utc::now();
 
     let mut versions = info.versions.clone();
@@ -292,43 +363,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     };
     let manifest_bytes = m.to_json()?;
     let manifest_key = catalog::artifact_key(target, &id, MANIFEST_FILE);
-
-    let mut stored_on = Vec::new();
-    for (name, w) in writers {
-        let Some(w) = w else { continue };
-        let s = storages
-            .iter()
-            .find(|s| s.name() == name)
-            .expect("storage exists");
-        let res = w
-            .finish()
-            .and_then(|info| {
-                if info.size != stored_bytes {
-                    Err(anyhow!(
-                        "stored {} bytes but produced {stored_bytes}",
-                        info.size
-                    ))
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|_| s.put(&manifest_key, &manifest_bytes, &meta).map(|_| ()));
-        match res {
-            Ok(()) => {
-                ui.info(format!(
-                    "stored {} on `{name}` ({})",
-                    crate::duration::bytes(stored_bytes),
-                    s.location()
-                ));
-                stored_on.push(name);
-            }
-            Err(e) => {
-                // No manifest there: remove the artifact so nothing half-made lingers.
-                let _ = s.delete(&[key.clone(), manifest_key.clone()]);
-                failed.push((name, format!("{e:#}")));
-            }
-        }
-    }
+    let (stored_on, failed) = upload.commit(&manifest_key, &manifest_bytes, &meta, ui);
     if stored_on.is_empty() {
         bail!(
             "backup {target} {id} failed on every storage: {}",
