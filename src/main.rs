@@ -25,6 +25,12 @@ fn main() -> ExitCode {
         }
     };
     let ui = ui::Ui::new(cli.quiet, cli.no_progress);
+    // PostgreSQL reads these exit codes: they bypass the normal mapping.
+    match cli.command {
+        Command::WalPush(a) => return cli::wal::push_main(cli.config.as_deref(), a, &ui),
+        Command::WalFetch(a) => return cli::wal::fetch_main(cli.config.as_deref(), a, &ui),
+        _ => {}
+    }
     match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -57,6 +63,10 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::List(a) => cli::list::execute(&cfg, a, ui),
         Command::Verify(a) => cli::verify::execute(&cfg, a, ui),
         Command::Restore(a) => cli::restore::execute(&cfg, a, ui),
-        Command::Completions(_) | Command::Man(_) => unreachable!(),
+        Command::Pitr(a) => cli::pitr::execute(&cfg, a, ui),
+        Command::Check(a) => cli::check::execute(&cfg, a, ui),
+        Command::Completions(_) | Command::Man(_) | Command::WalPush(_) | Command::WalFetch(_) => {
+            unreachable!()
+        }
     }
 }

@@ -1,10 +1,13 @@
 //! The command tree. Each subcommand is a thin module: parse, call the engine, print.
 
+pub mod check;
 pub mod completions;
 pub mod list;
+pub mod pitr;
 pub mod restore;
 pub mod run;
 pub mod verify;
+pub mod wal;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +53,14 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Restore a backup into a database (verified before anything is touched).
     Restore(restore::RestoreArgs),
+    /// Restore a physical base backup and recover to a point in time (PostgreSQL PITR).
+    Pitr(pitr::PitrArgs),
+    /// archive_command: store a WAL file in every storage of a target (exit 0 only when durable).
+    WalPush(wal::WalPushArgs),
+    /// restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error).
+    WalFetch(wal::WalFetchArgs),
+    /// Check a physical target's WAL archiving end to end (forces a WAL switch).
+    Check(check::CheckArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
     /// Write man pages into a folder.

@@ -17,7 +17,11 @@ pub struct RunArgs {
 }
 
 pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
-    let out = backup::run(cfg, &args.target, args.tag.as_deref(), ui)?;
+    let out = if cfg.target(&args.target)?.kind == "physical" {
+        crate::engine::physical::run(cfg, &args.target, args.tag.as_deref(), ui)?
+    } else {
+        backup::run(cfg, &args.target, args.tag.as_deref(), ui)?
+    };
     let m = &out.manifest;
     if args.json {
         let v = serde_json::json!({

@@ -3,5 +3,9 @@
 pub mod backup;
 pub mod catalog;
 pub mod lock;
+pub mod physical;
+pub mod pitr;
 pub mod restore;
+pub mod tar;
 pub mod verify;
+pub mod wal;
