@@ -781,6 +781,9 @@ impl LogicalEngine for Postgres {
     }
 
     fn check_artifact(&self, artifact: &mut dyn Read) -> Result<String> {
+        if self.cfg.kind == "physical" {
+            return crate::engine::tar::check_base_backup(artifact);
+        }
         match self.cfg.format {
             DumpFormat::Plain => {
                 // The stream is SQL text; check it looks like a pg_dump and ended cleanly.

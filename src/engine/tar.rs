@@ -223,6 +223,25 @@ impl<R: Read> Read for Sniffer<R> {
     }
 }
 
+/// Reads a base backup's tar to the end: every header checksum, a backup_label,
+/// a backup_manifest, and the end-of-archive marker.
+pub fn check_base_backup(r: &mut dyn Read) -> Result<String> {
+    let mut s = Sniffer::new(r);
+    std::io::copy(&mut s, &mut std::io::sink())?;
+    let (f, _) = s.into_facts()?;
+    if !f.ended {
+        bail!("the tar stream ends without the end-of-archive marker (truncated?)");
+    }
+    if f.backup_label.is_none() {
+        bail!("the tar holds no backup_label: not a base backup");
+    }
+    Ok(format!(
+        "tar whole: {} files, backup_label{}",
+        f.files,
+        if f.manifest_tail.is_some() { " and backup_manifest present" } else { " present (no backup_manifest)" }
+    ))
+}
+
 fn safe_join(root: &Path, name: &str) -> Result<PathBuf> {
     let rel = Path::new(name);
     let mut out = root.to_path_buf();

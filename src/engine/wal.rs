@@ -394,6 +394,83 @@ pub fn scan(s: &dyn Storage, target: &str, seg_size: u64) -> Result<Archive> {
     Ok(a)
 }
 
+/// `verify` of the WAL archive on one storage: per timeline, every segment from the
+/// oldest base backup's start (or the timeline's first segment) to the newest one.
+pub fn verify_archive(
+    s: &dyn Storage,
+    target: &str,
+    backups: &[crate::manifest::Manifest],
+) -> crate::engine::verify::VerifyReport {
+    let physical: Vec<_> = backups.iter().filter(|m| m.wal.is_some()).collect();
+    let seg = physical
+        .last()
+        .map(|m| crate::engine::physical::seg_size_of(m))
+        .unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let mut checks = Vec::new();
+    let mut problems = Vec::new();
+    match scan(s, target, seg) {
+        Err(e) => problems.push(format!("listing the WAL archive: {e:#}")),
+        Ok(a) => {
+            if a.segments.is_empty() && !physical.is_empty() {
+                problems.push("the WAL archive is empty: is archive_command calling `backup wal-push`?".into());
+            }
+            for (tli, have) in &a.segments {
+                let (Some(&first), Some(&last)) = (have.iter().next(), have.iter().next_back()) else {
+                    continue;
+                };
+                // Start where the oldest base backup on this timeline needs WAL from.
+                let from = physical
+                    .iter()
+                    .filter_map(|m| {
+                        let w = m.wal.as_ref()?;
+                        (w.timeline == *tli).then(|| parse_segment(&w.start_segment, seg).map(|x| x.1))?
+                    })
+                    .min()
+                    .unwrap_or(first);
+                match a.first_gap(*tli, from, last) {
+                    Some(g) => problems.push(format!(
+                        "WAL timeline {tli}: first missing segment {} (the archive holds {}..{}); \
+                         recovery cannot pass it",
+                        segment_name(*tli, g, seg),
+                        segment_name(*tli, first, seg),
+                        segment_name(*tli, last, seg)
+                    )),
+                    None => checks.push(format!(
+                        "WAL timeline {tli}: continuous {}..{} ({} segments)",
+                        segment_name(*tli, from, seg),
+                        segment_name(*tli, last, seg),
+                        last + 1 - from
+                    )),
+                }
+            }
+            for m in &physical {
+                let w = m.wal.as_ref().expect("filtered");
+                let (Some(st), Some(sp)) = (
+                    parse_segment(&w.start_segment, seg),
+                    parse_segment(&w.stop_segment, seg),
+                ) else {
+                    continue;
+                };
+                if let Some(g) = a.first_gap(w.timeline, st.1, sp.1) {
+                    problems.push(format!(
+                        "base backup {} cannot be restored: its WAL segment {} is missing",
+                        m.id,
+                        segment_name(w.timeline, g, seg)
+                    ));
+                }
+            }
+        }
+    }
+    crate::engine::verify::VerifyReport {
+        target: target.to_string(),
+        id: "wal".into(),
+        storage: s.name().to_string(),
+        ok: problems.is_empty(),
+        checks,
+        problems,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
