@@ -404,3 +404,86 @@ storages = ["s3"]
     let (code, _, err) = env.run(&["wal-fetch", "pg", "000000010000000000000009", env.path().join("y").to_str().unwrap()]);
     assert_eq!(code, 126, "{err}");
 }
+
+fn now_utc(pg_sql: impl Fn(&str) -> String) -> String {
+    pg_sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+}
+
+fn as_postgres(prog: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
+#[test]
+fn pitr_after_a_promotion_follows_the_new_timeline() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env);
+    pg.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY)");
+    let b1 = env.ok(&["run", "pg"]).trim().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.sql("postgres", "INSERT INTO t VALUES (1)");
+    let t1 = now_utc(|q| pg.sql("postgres", q));
+    pg.sql("postgres", "INSERT INTO t VALUES (100)");
+    archive_now(&pg);
+
+    // Restore without --start, configure archiving as a production postgresql.conf
+    // would, and start it by hand: it promotes to timeline 2 and archives there.
+    let data = env.path().join("r1");
+    let out = env.ok(&["pitr", "pg", "--target-time", &t1, "--data-dir", data.to_str().unwrap()]);
+    assert!(out.contains("next: "), "{out}");
+    let cfg = env.path().join("backup.toml");
+    let mut auto = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.auto.conf"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        auto,
+        "wal_level = replica\narchive_mode = on\nmax_wal_senders = 5\narchive_command = '{} --config {} wal-push pg %p'",
+        bin().display(),
+        cfg.display()
+    )
+    .unwrap();
+    drop(auto);
+    let port = common::free_port();
+    let r = Restored { data: data.clone(), port };
+    let st = as_postgres(&pg_bin().join("pg_ctl"))
+        .args(["-w", "-t", "60", "-D"])
+        .arg(&data)
+        .arg("-l")
+        .arg(data.join("manual.log"))
+        .args(["-o", &format!("-p {port} -c listen_addresses=127.0.0.1 -k /tmp"), "start"])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let t = Instant::now();
+    while r.sql("SELECT pg_is_in_recovery()") != "f" {
+        assert!(t.elapsed() < Duration::from_secs(60), "no promotion");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(rows(&r), "1");
+    r.sql("INSERT INTO t VALUES (2)");
+    let t2 = now_utc(|q| r.sql(q));
+    r.sql("INSERT INTO t VALUES (3)");
+    let seg = r.sql("SELECT pg_walfile_name(pg_switch_wal())");
+    assert!(seg.starts_with("00000002"), "{seg}");
+    let t = Instant::now();
+    while !env.repo().join(format!("pg/wal/00000002/{seg}.gz")).exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "{seg} not archived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.repo().join("pg/wal/00000002/00000002.history.gz").exists());
+
+    // From the timeline-1 base backup, recovery follows the history to timeline 2.
+    let (r2, out) = pitr(&env, "r2", &["--target-time", &t2, "--backup", &b1]);
+    assert!(out.contains("recovery stopped"), "{out}");
+    assert_eq!(rows(&r2), "1,2");
+    drop(r2);
+    drop(r);
+    drop(pg);
+}
