@@ -487,3 +487,23 @@ fn pitr_after_a_promotion_follows_the_new_timeline() {
     drop(r);
     drop(pg);
 }
+
+#[test]
+fn check_confirms_archiving_and_run_refuses_without_it() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env);
+    let out = env.ok(&["check", "pg"]);
+    assert!(out.contains("arrived on `local`"), "{out}");
+    assert!(out.contains("archive_mode = on"), "{out}");
+
+    // A cluster that does not archive: a base backup would be unrestorable.
+    let plain = Pg::start_with(&["wal_level=replica", "max_wal_senders=5"]);
+    env.write_config(&config(&env.repo(), &plain.url("postgres")));
+    let (code, _, err) = env.run(&["run", "pg"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("WAL archiving is not set up"), "{err}");
+    let (code, _, err) = env.run(&["check", "pg"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("archive_mode = off"), "{err}");
+    drop(pg);
+}
