@@ -397,7 +397,10 @@ impl Config {
             if t.kind == "physical" && t.engine != "postgres" {
                 return Err(bad(
                     format!("targets.{name}.kind"),
-                    format!("physical backups are supported for engine postgres only, not `{}`", t.engine),
+                    format!(
+                        "physical backups are supported for engine postgres only, not `{}`",
+                        t.engine
+                    ),
                 ));
             }
             if t.storages.is_empty() {

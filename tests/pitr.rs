@@ -22,7 +22,12 @@ fn is_root() -> bool {
 
 fn open_up(p: &Path) {
     if is_root() {
-        Command::new("chmod").arg("-R").arg("0777").arg(p).status().unwrap();
+        Command::new("chmod")
+            .arg("-R")
+            .arg("0777")
+            .arg(p)
+            .status()
+            .unwrap();
     }
 }
 
@@ -53,14 +58,22 @@ fn archiving_cluster(env: &Env) -> Pg {
     // The server (the postgres OS user) archives into the same repo that `backup run`
     // (root here) writes: the target's folder must be writable by both.
     std::fs::create_dir_all(env.repo().join("pg/wal")).unwrap();
-    let cfg = env.write_config(&config(&env.repo(), "postgresql://postgres@127.0.0.1:1/postgres"));
+    let cfg = env.write_config(&config(
+        &env.repo(),
+        "postgresql://postgres@127.0.0.1:1/postgres",
+    ));
     open_up(env.path());
     let archive = format!(
         "archive_command='{} --config {} wal-push pg %p'",
         bin().display(),
         cfg.display()
     );
-    let pg = Pg::start_with(&["wal_level=replica", "archive_mode=on", &archive, "max_wal_senders=5"]);
+    let pg = Pg::start_with(&[
+        "wal_level=replica",
+        "archive_mode=on",
+        &archive,
+        "max_wal_senders=5",
+    ]);
     env.write_config(&config(&env.repo(), &pg.url("postgres")));
     open_up(env.path());
     pg
@@ -97,7 +110,10 @@ impl Restored {
     fn sql(&self, sql: &str) -> String {
         let out = Command::new(pg_bin().join("psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port))
+            .arg(format!(
+                "postgresql://postgres@127.0.0.1:{}/postgres",
+                self.port
+            ))
             .args(["-c", sql])
             .output()
             .unwrap();
@@ -114,7 +130,8 @@ impl Drop for Restored {
     fn drop(&mut self) {
         let mut c = if is_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(pg_bin().join("pg_ctl"));
+            c.args(["-u", "postgres", "--"])
+                .arg(pg_bin().join("pg_ctl"));
             c
         } else {
             Command::new(pg_bin().join("pg_ctl"))
@@ -134,7 +151,15 @@ fn pitr(env: &Env, name: &str, goal: &[&str]) -> (Restored, String) {
     args.extend_from_slice(goal);
     let d = data.display().to_string();
     let p = port.to_string();
-    args.extend_from_slice(&["--data-dir", &d, "--start", "--port", &p, "--timeout", "120s"]);
+    args.extend_from_slice(&[
+        "--data-dir",
+        &d,
+        "--start",
+        "--port",
+        &p,
+        "--timeout",
+        "120s",
+    ]);
     let restored = Restored { data, port };
     let out = env.ok(&args);
     (restored, out)
@@ -148,7 +173,10 @@ fn rows(r: &Restored) -> String {
 fn pitr_round_trips_to_time_name_lsn_xid_and_immediate() {
     let env = Env::new();
     let pg = archiving_cluster(&env);
-    pg.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY, label text)");
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, label text)",
+    );
     let run = env.ok(&["run", "pg", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&run).unwrap();
     assert_eq!(v["kind"], "physical");
@@ -159,7 +187,10 @@ fn pitr_round_trips_to_time_name_lsn_xid_and_immediate() {
     .unwrap();
     let wal = &manifest["wal"];
     assert_eq!(wal["timeline"], 1);
-    assert!(wal["start_segment"].as_str().unwrap().starts_with("00000001"));
+    assert!(wal["start_segment"]
+        .as_str()
+        .unwrap()
+        .starts_with("00000001"));
     assert!(!wal["stop_lsn"].as_str().unwrap().is_empty());
     assert!(manifest["database"]["extra"]["backup_label"]
         .as_str()
@@ -228,7 +259,10 @@ fn pitr_round_trips_to_time_name_lsn_xid_and_immediate() {
         d.to_str().unwrap(),
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("no base backup of `pg` ends before the target"), "{err}");
+    assert!(
+        err.contains("no base backup of `pg` ends before the target"),
+        "{err}"
+    );
     assert!(!d.join("PG_VERSION").exists());
 
     // A non-empty data directory is refused.
@@ -305,17 +339,28 @@ fn segment(dir: &Path, name: &str, byte: u8) -> PathBuf {
 #[test]
 fn wal_push_is_idempotent_and_never_overwrites() {
     let env = Env::new();
-    env.write_config(&config(&env.repo(), "postgresql://postgres@127.0.0.1:1/postgres"));
+    env.write_config(&config(
+        &env.repo(),
+        "postgresql://postgres@127.0.0.1:1/postgres",
+    ));
     let seg = segment(&env.path().join("a"), "000000010000000000000007", 1);
     env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
     env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
     let other = segment(&env.path().join("b"), "000000010000000000000007", 2);
     let (code, _, err) = env.run(&["wal-push", "pg", other.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("refusing to overwrite 000000010000000000000007"), "{err}");
+    assert!(
+        err.contains("refusing to overwrite 000000010000000000000007"),
+        "{err}"
+    );
     // The archived copy is still the first one.
     let dest = env.path().join("fetched");
-    env.ok(&["wal-fetch", "pg", "000000010000000000000007", dest.to_str().unwrap()]);
+    env.ok(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000007",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&seg).unwrap());
     // History, backup and partial files go through too.
     for n in [
@@ -329,23 +374,36 @@ fn wal_push_is_idempotent_and_never_overwrites() {
         env.ok(&["wal-push", "pg", p.to_str().unwrap()]);
         let d = env.path().join(format!("got-{n}"));
         env.ok(&["wal-fetch", "pg", n, d.to_str().unwrap()]);
-        assert_eq!(std::fs::read_to_string(&d).unwrap(), format!("content of {n}"));
+        assert_eq!(
+            std::fs::read_to_string(&d).unwrap(),
+            format!("content of {n}")
+        );
     }
 }
 
 #[test]
 fn wal_fetch_exit_codes_missing_damaged_and_storage_down() {
     let env = Env::new();
-    env.write_config(&config(&env.repo(), "postgresql://postgres@127.0.0.1:1/postgres"));
+    env.write_config(&config(
+        &env.repo(),
+        "postgresql://postgres@127.0.0.1:1/postgres",
+    ));
     let dest = env.path().join("x");
-    let (code, _, err) = env.run(&["wal-fetch", "pg", "000000010000000000000009", dest.to_str().unwrap()]);
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000009",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{err}");
     assert!(!dest.exists());
 
     // A damaged archive copy is a checksum error, not "missing".
     let seg = segment(&env.path().join("a"), "00000001000000000000000A", 3);
     env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
-    let key = env.repo().join("pg/wal/00000001/00000001000000000000000A.gz");
+    let key = env
+        .repo()
+        .join("pg/wal/00000001/00000001000000000000000A.gz");
     let mut other = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut other, b"not the segment").unwrap();
     let packed = other.finish().unwrap();
@@ -359,7 +417,12 @@ fn wal_fetch_exit_codes_missing_damaged_and_storage_down() {
         v
     })
     .unwrap();
-    let (code, _, err) = env.run(&["wal-fetch", "pg", "00000001000000000000000A", dest.to_str().unwrap()]);
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "00000001000000000000000A",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(code, 126, "{err}");
     assert!(err.contains("checksum mismatch"), "{err}");
     assert!(!dest.exists());
@@ -367,8 +430,16 @@ fn wal_fetch_exit_codes_missing_damaged_and_storage_down() {
     // A local storage whose path cannot be read (a file where the folder should be).
     let broken = env.path().join("not-a-dir");
     std::fs::write(&broken, "x").unwrap();
-    env.write_config(&config(&broken, "postgresql://postgres@127.0.0.1:1/postgres"));
-    let (code, _, err) = env.run(&["wal-fetch", "pg", "000000010000000000000009", dest.to_str().unwrap()]);
+    env.write_config(&config(
+        &broken,
+        "postgresql://postgres@127.0.0.1:1/postgres",
+    ));
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000009",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(code, 126, "{err}");
 
     // S3: missing is 1 while the server is up, 126 once it is down.
@@ -396,17 +467,34 @@ storages = ["s3"]
     let other = segment(&env.path().join("b"), "00000001000000000000000A", 4);
     let (code, _, _) = env.run(&["wal-push", "pg", other.to_str().unwrap()]);
     assert_eq!(code, 1);
-    env.ok(&["wal-fetch", "pg", "00000001000000000000000A", dest.to_str().unwrap()]);
+    env.ok(&[
+        "wal-fetch",
+        "pg",
+        "00000001000000000000000A",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&seg).unwrap());
-    let (code, _, err) = env.run(&["wal-fetch", "pg", "000000010000000000000009", env.path().join("y").to_str().unwrap()]);
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000009",
+        env.path().join("y").to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{err}");
     drop(moto);
-    let (code, _, err) = env.run(&["wal-fetch", "pg", "000000010000000000000009", env.path().join("y").to_str().unwrap()]);
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000009",
+        env.path().join("y").to_str().unwrap(),
+    ]);
     assert_eq!(code, 126, "{err}");
 }
 
 fn now_utc(pg_sql: impl Fn(&str) -> String) -> String {
-    pg_sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    pg_sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
 }
 
 fn as_postgres(prog: &Path) -> Command {
@@ -434,7 +522,14 @@ fn pitr_after_a_promotion_follows_the_new_timeline() {
     // Restore without --start, configure archiving as a production postgresql.conf
     // would, and start it by hand: it promotes to timeline 2 and archives there.
     let data = env.path().join("r1");
-    let out = env.ok(&["pitr", "pg", "--target-time", &t1, "--data-dir", data.to_str().unwrap()]);
+    let out = env.ok(&[
+        "pitr",
+        "pg",
+        "--target-time",
+        &t1,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     assert!(out.contains("next: "), "{out}");
     let cfg = env.path().join("backup.toml");
     let mut auto = std::fs::OpenOptions::new()
@@ -451,16 +546,27 @@ fn pitr_after_a_promotion_follows_the_new_timeline() {
     .unwrap();
     drop(auto);
     let port = common::free_port();
-    let r = Restored { data: data.clone(), port };
+    let r = Restored {
+        data: data.clone(),
+        port,
+    };
     let st = as_postgres(&pg_bin().join("pg_ctl"))
         .args(["-w", "-t", "60", "-D"])
         .arg(&data)
         .arg("-l")
         .arg(data.join("manual.log"))
-        .args(["-o", &format!("-p {port} -c listen_addresses=127.0.0.1 -k /tmp"), "start"])
+        .args([
+            "-o",
+            &format!("-p {port} -c listen_addresses=127.0.0.1 -k /tmp"),
+            "start",
+        ])
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let t = Instant::now();
     while r.sql("SELECT pg_is_in_recovery()") != "f" {
         assert!(t.elapsed() < Duration::from_secs(60), "no promotion");
@@ -473,11 +579,18 @@ fn pitr_after_a_promotion_follows_the_new_timeline() {
     let seg = r.sql("SELECT pg_walfile_name(pg_switch_wal())");
     assert!(seg.starts_with("00000002"), "{seg}");
     let t = Instant::now();
-    while !env.repo().join(format!("pg/wal/00000002/{seg}.gz")).exists() {
+    while !env
+        .repo()
+        .join(format!("pg/wal/00000002/{seg}.gz"))
+        .exists()
+    {
         assert!(t.elapsed() < Duration::from_secs(60), "{seg} not archived");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(env.repo().join("pg/wal/00000002/00000002.history.gz").exists());
+    assert!(env
+        .repo()
+        .join("pg/wal/00000002/00000002.history.gz")
+        .exists());
 
     // From the timeline-1 base backup, recovery follows the history to timeline 2.
     let (r2, out) = pitr(&env, "r2", &["--target-time", &t2, "--backup", &b1]);

@@ -20,6 +20,9 @@ pub fn execute(cfg: &Config, args: CheckArgs, ui: &Ui) -> Result<()> {
     for line in physical::check(cfg, &args.target, timeout, ui)? {
         println!("{line}");
     }
-    ui.info(format!("WAL archiving of `{}` works end to end", args.target));
+    ui.info(format!(
+        "WAL archiving of `{}` works end to end",
+        args.target
+    ));
     Ok(())
 }

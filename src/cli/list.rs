@@ -102,17 +102,20 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
             };
             for m in &cat.backups {
                 let window = match (&archive, &m.wal) {
-                    (Some((a, seg)), Some(w)) => crate::engine::wal::parse_segment(&w.start_segment, *seg)
-                        .and_then(|(tli, start)| {
-                            let end = a.contiguous_end(tli, start)?;
-                            let stop = crate::engine::wal::parse_segment(&w.stop_segment, *seg)?.1;
-                            (end >= stop).then(|| {
-                                (
-                                    a.modified.get(&(tli, end)).copied(),
-                                    crate::engine::wal::segment_name(tli, end, *seg),
-                                )
-                            })
-                        }),
+                    (Some((a, seg)), Some(w)) => crate::engine::wal::parse_segment(
+                        &w.start_segment,
+                        *seg,
+                    )
+                    .and_then(|(tli, start)| {
+                        let end = a.contiguous_end(tli, start)?;
+                        let stop = crate::engine::wal::parse_segment(&w.stop_segment, *seg)?.1;
+                        (end >= stop).then(|| {
+                            (
+                                a.modified.get(&(tli, end)).copied(),
+                                crate::engine::wal::segment_name(tli, end, *seg),
+                            )
+                        })
+                    }),
                     _ => None,
                 };
                 if args

@@ -63,7 +63,10 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
         Goal::Name(n.clone())
     } else if let Some(x) = &args.target_xid {
         if !x.chars().all(|c| c.is_ascii_digit()) || x.is_empty() {
-            return Err(Fail::Usage(format!("--target-xid `{x}` is not a transaction id (digits)")).into());
+            return Err(Fail::Usage(format!(
+                "--target-xid `{x}` is not a transaction id (digits)"
+            ))
+            .into());
         }
         Goal::Xid(x.clone())
     } else if let Some(l) = &args.target_lsn {
@@ -93,7 +96,10 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("base backup {} from `{}` -> {}", out.backup_id, out.storage, out.data_dir);
+    println!(
+        "base backup {} from `{}` -> {}",
+        out.backup_id, out.storage, out.data_dir
+    );
     for d in &out.done {
         println!("  done: {d}");
     }

@@ -60,7 +60,13 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
                 ui.info(format!("verifying the WAL archive of {t} on `{sname}`"));
                 let r = crate::engine::wal::verify_archive(s.as_ref(), t, &cat.backups);
                 if !args.json {
-                    println!("{} {} {} {}", if r.ok { "OK  " } else { "FAIL" }, r.target, r.id, r.storage);
+                    println!(
+                        "{} {} {} {}",
+                        if r.ok { "OK  " } else { "FAIL" },
+                        r.target,
+                        r.id,
+                        r.storage
+                    );
                     for c in &r.checks {
                         ui.info(format!("  ok: {c}"));
                     }

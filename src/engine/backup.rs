@@ -86,7 +86,11 @@ pub struct Upload<'s> {
 
 impl<'s> Upload<'s> {
     /// Opens a writer on every storage; fails only when none accepted.
-    pub fn start(storages: &'s [Box<dyn Storage>], key: &str, meta: &PutMeta) -> Result<Upload<'s>> {
+    pub fn start(
+        storages: &'s [Box<dyn Storage>],
+        key: &str,
+        meta: &PutMeta,
+    ) -> Result<Upload<'s>> {
         let mut failed = Vec::new();
         let mut writers = Vec::new();
         for s in storages {
@@ -115,7 +119,12 @@ impl<'s> Upload<'s> {
     }
 
     /// Copies `source` to every storage, gzip-compressed at `gzip` level when set.
-    pub fn copy(&mut self, source: &mut dyn Read, gzip: Option<u32>, progress: &mut Progress) -> Result<()> {
+    pub fn copy(
+        &mut self,
+        source: &mut dyn Read,
+        gzip: Option<u32>,
+        progress: &mut Progress,
+    ) -> Result<()> {
         let mut buf = vec![0u8; 256 * 1024];
         let mut raw = 0u64;
         let res: Result<()> = (|| {
@@ -152,7 +161,10 @@ impl<'s> Upload<'s> {
 
     /// Bytes as stored and their SHA-256 (call after `copy`).
     pub fn stored(&self) -> (u64, String) {
-        (self.fan.bytes, hex::encode(self.fan.hasher.clone().finalize()))
+        (
+            self.fan.bytes,
+            hex::encode(self.fan.hasher.clone().finalize()),
+        )
     }
 
     /// Storage failures so far, as one line.
@@ -221,6 +233,34 @@ impl<'s> Upload<'s> {
     }
 }
 
+/// A new backup id, later than `last` (ids sort by time; two runs within a second
+/// wait a moment rather than reuse one).
+pub fn allocate_id(last: Option<&str>) -> (chrono::DateTime<chrono::Utc>, String) {
+    let mut started = chrono::Utc::now();
+    let mut id = manifest::backup_id(started);
+    while last.is_some_and(|l| l >= id.as_str()) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        started = chrono::Utc::now();
+        id = manifest::backup_id(started);
+    }
+    (started, id)
+}
+
+/// Tags every object of a backup carries (S3 object tags).
+pub fn object_meta(target: &str, engine: &str, id: &str, tag: Option<&str>) -> PutMeta {
+    let mut tags = BTreeMap::new();
+    tags.insert("target".to_string(), target.to_string());
+    tags.insert("engine".to_string(), engine.to_string());
+    tags.insert("backup-id".to_string(), id.to_string());
+    if let Some(t) = tag {
+        tags.insert("tag".to_string(), t.to_string());
+    }
+    PutMeta {
+        tags,
+        metadata: BTreeMap::new(),
+    }
+}
+
 pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
     let tcfg = cfg.target(target)?;
     if let Some(t) = tag {
@@ -269,25 +309,8 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         }
     }
 
-    // Ids sort by time; never reuse one (two runs within a second wait a moment).
-    let mut started = chrono::Utc::now();
-    let mut id = manifest::backup_id(started);
-    while last_id.as_deref().is_some_and(|l| l >= id.as_str()) {
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        started = chrono::Utc::now();
-        id = manifest::backup_id(started);
-    }
-    let mut tags = BTreeMap::new();
-    tags.insert("target".to_string(), target.to_string());
-    tags.insert("engine".to_string(), tcfg.engine.clone());
-    tags.insert("backup-id".to_string(), id.clone());
-    if let Some(t) = tag {
-        tags.insert("tag".to_string(), t.to_string());
-    }
-    let meta = PutMeta {
-        tags,
-        metadata: BTreeMap::new(),
-    };
+    let (started, id) = allocate_id(last_id.as_deref());
+    let meta = object_meta(target, &tcfg.engine, &id, tag);
     ui.info(format!(
         "backup {target} {id}: {} of database {} ({}) to {}",
         spec.content,

@@ -18,7 +18,7 @@ use crate::engine::lock::{hostname, Lock};
 use crate::engine::{catalog, tar, wal};
 use crate::error::Fail;
 use crate::manifest::{self, Artifact, DatabaseFacts, Kind, Manifest, WalRange, MANIFEST_FILE};
-use crate::storage::{self, PutMeta, Storage};
+use crate::storage::{self, Storage};
 use crate::ui::Ui;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
@@ -116,7 +116,12 @@ pub fn check_settings(target: &str, s: &ServerWal) -> Result<Vec<String>> {
 }
 
 /// A server tool whose major version matches (pg_basebackup may be newer, pg_ctl must match).
-pub fn tool_for(name: &str, bin_dir: Option<&std::path::Path>, major: u32, exact: bool) -> Result<Tool> {
+pub fn tool_for(
+    name: &str,
+    bin_dir: Option<&std::path::Path>,
+    major: u32,
+    exact: bool,
+) -> Result<Tool> {
     if bin_dir.is_none() {
         let versioned = std::path::PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/{name}"));
         if versioned.exists() {
@@ -184,29 +189,13 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         let cat = catalog::scan(s.as_ref(), target)
             .with_context(|| format!("reading storage `{}` ({})", s.name(), s.location()))?;
         if let Some(m) = cat.backups.last() {
-            if last_id.as_deref().is_none_or(|l| l < m.id.as_str()) {
+            if last_id.as_deref().map_or(true, |l| l < m.id.as_str()) {
                 last_id = Some(m.id.clone());
             }
         }
     }
-    let mut started = chrono::Utc::now();
-    let mut id = manifest::backup_id(started);
-    while last_id.as_deref().is_some_and(|l| l >= id.as_str()) {
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        started = chrono::Utc::now();
-        id = manifest::backup_id(started);
-    }
-    let mut tags = BTreeMap::new();
-    tags.insert("target".to_string(), target.to_string());
-    tags.insert("engine".to_string(), tcfg.engine.clone());
-    tags.insert("backup-id".to_string(), id.clone());
-    if let Some(t) = tag {
-        tags.insert("tag".to_string(), t.to_string());
-    }
-    let meta = PutMeta {
-        tags,
-        metadata: BTreeMap::new(),
-    };
+    let (started, id) = crate::engine::backup::allocate_id(last_id.as_deref());
+    let meta = crate::engine::backup::object_meta(target, &tcfg.engine, &id, tag);
     ui.info(format!(
         "backup {target} {id}: physical base backup of {} (PostgreSQL {}, {}) to {}",
         conn.display(),
@@ -226,8 +215,18 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     if !ci.is_empty() {
         cmd.arg(format!("--dbname={ci}"));
     }
-    cmd.args(["-D", "-", "-Ft", "-X", "none", "-c", "fast", "--no-password", "-v"])
-        .arg(format!("--label=backup {target} {id}"));
+    cmd.args([
+        "-D",
+        "-",
+        "-Ft",
+        "-X",
+        "none",
+        "-c",
+        "fast",
+        "--no-password",
+        "-v",
+    ])
+    .arg(format!("--label=backup {target} {id}"));
     conn.apply(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -277,7 +276,9 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     let Some(label) = facts.backup_label.clone() else {
         return Err(fail(
             upload,
-            anyhow!("pg_basebackup's tar stream has no backup_label; this is not a usable base backup"),
+            anyhow!(
+                "pg_basebackup's tar stream has no backup_label; this is not a usable base backup"
+            ),
         ));
     };
     let seg_size = server.wal_segment_size.max(1);
@@ -310,7 +311,11 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         Ok((
             WalRange {
                 timeline,
-                start_segment: wal::segment_name(timeline, wal::segno_of(start, seg_size), seg_size),
+                start_segment: wal::segment_name(
+                    timeline,
+                    wal::segno_of(start, seg_size),
+                    seg_size,
+                ),
                 stop_segment: wal::segment_name(
                     stop_tli,
                     wal::segno_of(stop.saturating_sub(1).max(start), seg_size),
@@ -324,19 +329,33 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     })();
     let (range, stop_source) = match range {
         Ok(r) => r,
-        Err(e) => return Err(fail(upload, e.context("reading the WAL range of the base backup"))),
+        Err(e) => {
+            return Err(fail(
+                upload,
+                e.context("reading the WAL range of the base backup"),
+            ))
+        }
     };
     let _ = session.close();
     let (stored_bytes, sha256) = upload.stored();
     let mut extra: BTreeMap<String, Value> = BTreeMap::new();
     extra.insert("backup_label".into(), Value::String(label.clone()));
-    extra.insert("system_identifier".into(), Value::String(server.system_identifier.clone()));
-    extra.insert("server_version".into(), Value::String(server.version.clone()));
+    extra.insert(
+        "system_identifier".into(),
+        Value::String(server.system_identifier.clone()),
+    );
+    extra.insert(
+        "server_version".into(),
+        Value::String(server.version.clone()),
+    );
     extra.insert("wal_segment_size".into(), Value::from(seg_size));
     extra.insert("start_time".into(), Value::String(started.to_rfc3339()));
     extra.insert("stop_time".into(), Value::String(finished.to_rfc3339()));
     if let Some(t) = label_field(&label, "START TIME") {
-        extra.insert("backup_label_start_time".into(), Value::String(t.to_string()));
+        extra.insert(
+            "backup_label_start_time".into(),
+            Value::String(t.to_string()),
+        );
     }
     extra.insert("stop_lsn_source".into(), Value::String(stop_source.into()));
     extra.insert("files".into(), Value::from(facts.files));
@@ -405,7 +424,12 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
 
 /// `backup check`: archive settings, then a forced WAL switch whose segment must
 /// arrive in every storage of the target.
-pub fn check(cfg: &Config, target: &str, timeout: std::time::Duration, ui: &Ui) -> Result<Vec<String>> {
+pub fn check(
+    cfg: &Config,
+    target: &str,
+    timeout: std::time::Duration,
+    ui: &Ui,
+) -> Result<Vec<String>> {
     let tcfg = cfg.target(target)?;
     if tcfg.kind != "physical" {
         return Err(Fail::Usage(format!(
@@ -436,10 +460,15 @@ pub fn check(cfg: &Config, target: &str, timeout: std::time::Duration, ui: &Ui) 
     // A restore point guarantees the switch closes a segment with something in it.
     session.query_one(&format!(
         "SELECT pg_create_restore_point({})",
-        postgres::quote_literal(&format!("backup-check-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")))
+        postgres::quote_literal(&format!(
+            "backup-check-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        ))
     ))?;
     let seg = session.query_one("SELECT pg_walfile_name(pg_switch_wal())")?;
-    ui.info(format!("forced a WAL switch; waiting for {seg} to reach every storage of `{target}`"));
+    ui.info(format!(
+        "forced a WAL switch; waiting for {seg} to reach every storage of `{target}`"
+    ));
     let key = wal::wal_key(target, &seg);
     let storages = wal::open_storages(cfg, target)?;
     let t0 = std::time::Instant::now();
@@ -498,7 +527,8 @@ mod tests {
 
     #[test]
     fn reads_label_and_manifest_tail() {
-        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n";
+        let label =
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n";
         assert_eq!(
             label_field(label, "START WAL LOCATION"),
             Some("0/2000028 (file 000000010000000000000002)")
@@ -509,8 +539,14 @@ mod tests {
 { "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }
 ],
 "Manifest-Checksum": "8eeb33"}"#;
-        assert_eq!(manifest_field(tail, "End-LSN").as_deref(), Some("0/2000100"));
+        assert_eq!(
+            manifest_field(tail, "End-LSN").as_deref(),
+            Some("0/2000100")
+        );
         assert_eq!(manifest_field(tail, "Timeline").as_deref(), Some("1"));
-        assert_eq!(manifest_field(tail, "Manifest-Checksum").as_deref(), Some("8eeb33"));
+        assert_eq!(
+            manifest_field(tail, "Manifest-Checksum").as_deref(),
+            Some("8eeb33")
+        );
     }
 }

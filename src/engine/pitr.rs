@@ -127,7 +127,10 @@ fn physical_catalog(storages: &[Box<dyn Storage>], target: &str) -> Result<Vec<F
         match catalog::scan(s.as_ref(), target) {
             Ok(cat) => {
                 for m in cat.backups {
-                    if m.kind == Kind::Physical && m.wal.is_some() && !out.iter().any(|f| f.m.id == m.id) {
+                    if m.kind == Kind::Physical
+                        && m.wal.is_some()
+                        && !out.iter().any(|f| f.m.id == m.id)
+                    {
                         out.push(Found { m, storage: i });
                     }
                 }
@@ -136,7 +139,10 @@ fn physical_catalog(storages: &[Box<dyn Storage>], target: &str) -> Result<Vec<F
         }
     }
     if out.is_empty() && !errors.is_empty() {
-        bail!("cannot read the backups of `{target}`: {}", errors.join("; "));
+        bail!(
+            "cannot read the backups of `{target}`: {}",
+            errors.join("; ")
+        );
     }
     out.sort_by(|a, b| a.m.id.cmp(&b.m.id));
     Ok(out)
@@ -181,7 +187,10 @@ fn choose<'a>(found: &'a [Found], req: &PitrRequest) -> Result<&'a Found> {
             found.last()
         } else {
             found.iter().find(|f| f.m.id == *which).or_else(|| {
-                let m: Vec<_> = found.iter().filter(|f| f.m.id.starts_with(which.as_str())).collect();
+                let m: Vec<_> = found
+                    .iter()
+                    .filter(|f| f.m.id.starts_with(which.as_str()))
+                    .collect();
                 (m.len() == 1).then(|| m[0])
             })
         }
@@ -191,10 +200,15 @@ fn choose<'a>(found: &'a [Found], req: &PitrRequest) -> Result<&'a Found> {
                 req.target, req.target
             ))
         })?;
-        eligible(&f.m, &req.goal).map_err(|e| anyhow!("refusing: {e}; pick an older backup or drop --backup"))?;
+        eligible(&f.m, &req.goal)
+            .map_err(|e| anyhow!("refusing: {e}; pick an older backup or drop --backup"))?;
         return Ok(f);
     }
-    match found.iter().rev().find(|f| eligible(&f.m, &req.goal).is_ok()) {
+    match found
+        .iter()
+        .rev()
+        .find(|f| eligible(&f.m, &req.goal).is_ok())
+    {
         Some(f) => Ok(f),
         None => {
             let oldest = &found[0].m;
@@ -215,8 +229,12 @@ fn check_archive(archive: &wal::Archive, m: &Manifest, goal: &Goal) -> Result<Ve
     let w = m.wal.as_ref().expect("physical backup has a WAL range");
     let seg = seg_size_of(m);
     let tli = w.timeline;
-    let start = wal::parse_segment(&w.start_segment, seg).map(|x| x.1).unwrap_or(0);
-    let stop = wal::parse_segment(&w.stop_segment, seg).map(|x| x.1).unwrap_or(start);
+    let start = wal::parse_segment(&w.start_segment, seg)
+        .map(|x| x.1)
+        .unwrap_or(0);
+    let stop = wal::parse_segment(&w.stop_segment, seg)
+        .map(|x| x.1)
+        .unwrap_or(start);
     let name = |n: u64| wal::segment_name(tli, n, seg);
     if let Some(g) = archive.first_gap(tli, start, stop) {
         bail!(
@@ -256,7 +274,11 @@ fn check_archive(archive: &wal::Archive, m: &Manifest, goal: &Goal) -> Result<Ve
             let need = wal::segno_of(*l, seg);
             if need > end && archive.segments.values().all(|s| !s.contains(&need)) {
                 if has_gap {
-                    bail!("refusing: {}; the target LSN is in segment {}", gap_msg(), name(need));
+                    bail!(
+                        "refusing: {}; the target LSN is in segment {}",
+                        gap_msg(),
+                        name(need)
+                    );
                 }
                 bail!(
                     "refusing: the WAL archive ends at {} but the target LSN {} is in {}; archive more WAL \
@@ -278,7 +300,11 @@ fn check_archive(archive: &wal::Archive, m: &Manifest, goal: &Goal) -> Result<Ve
             if let Some(et) = end_time {
                 if et <= *t && !later_timeline_reaches {
                     if has_gap {
-                        bail!("refusing: {} (archived at {}, before the target)", gap_msg(), et.to_rfc3339());
+                        bail!(
+                            "refusing: {} (archived at {}, before the target)",
+                            gap_msg(),
+                            et.to_rfc3339()
+                        );
                     }
                     bail!(
                         "refusing: the WAL archive ends at {} (archived {}), before the target {}: the WAL \
@@ -315,8 +341,7 @@ fn conf_quote(s: &str) -> String {
 
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+=:@,".contains(c))
     {
         return s.to_string();
@@ -413,10 +438,7 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
     let m = chosen.m.clone();
     let storage = &storages[chosen.storage];
     let seg = seg_size_of(&m);
-    let mut archive = wal::Archive {
-        seg_size: seg,
-        ..Default::default()
-    };
+    let mut archive = wal::Archive::default();
     let mut scan_errors = Vec::new();
     for s in &storages {
         match wal::scan(s.as_ref(), &req.target, seg) {
@@ -453,7 +475,8 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
     }
 
     // Restore the base backup, verifying its checksum on the way.
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -508,7 +531,11 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
                     };
                 }
             }
-            return Err(e.context(format!("restoring base backup {} into {}", m.id, data_dir.display())));
+            return Err(e.context(format!(
+                "restoring base backup {} into {}",
+                m.id,
+                data_dir.display()
+            )));
         }
     };
     done.push(format!(
@@ -567,7 +594,10 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
     done.push("created recovery.signal".into());
     if let Some((name, (uid, gid))) = &owner {
         chown_tree(&data_dir, *uid, *gid)?;
-        done.push(format!("gave {} to OS user `{name}` (mode 0700)", data_dir.display()));
+        done.push(format!(
+            "gave {} to OS user `{name}` (mode 0700)",
+            data_dir.display()
+        ));
     } else {
         done.push(format!("{} has mode 0700", data_dir.display()));
     }
@@ -587,7 +617,10 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
         .map(|t| t.path.display().to_string())
         .unwrap_or_else(|| "pg_ctl".into());
     let log = data_dir.join("pitr-recovery.log");
-    let port_opt = req.port.map(|p| format!(" -o '-p {p}'")).unwrap_or_default();
+    let port_opt = req
+        .port
+        .map(|p| format!(" -o '-p {p}'"))
+        .unwrap_or_default();
     let as_user = owner
         .as_ref()
         .map(|(n, _)| format!("runuser -u {n} -- "))
@@ -620,7 +653,15 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
              then start the server yourself: the data directory is ready"
         ))
     })?;
-    start_and_follow(&pg_ctl.path, &data_dir, &log, &req, owner.as_ref().map(|(n, ids)| (n.as_str(), *ids)), &mut outcome, ui)?;
+    start_and_follow(
+        &pg_ctl.path,
+        &data_dir,
+        &log,
+        &req,
+        owner.as_ref().map(|(n, ids)| (n.as_str(), *ids)),
+        &mut outcome,
+        ui,
+    )?;
     outcome.next = None;
     Ok(outcome)
 }
@@ -629,7 +670,11 @@ fn postmaster_running(data_dir: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return false;
     };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
         return false;
     };
     // SAFETY: signal 0 only checks that the process exists.
@@ -666,7 +711,9 @@ fn start_and_follow(
         .arg(log)
         .args(["-W", "-o", &opts, "start"])
         .stdin(std::process::Stdio::null());
-    let out = cmd.output().with_context(|| format!("running {}", pg_ctl.display()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", pg_ctl.display()))?;
     if !out.status.success() {
         bail!(
             "pg_ctl start failed: {} {}",
@@ -681,7 +728,11 @@ fn start_and_follow(
     loop {
         std::thread::sleep(Duration::from_millis(200));
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let line_with = |pat: &str| text.lines().find(|l| l.contains(pat)).map(|l| l.trim().to_string());
+        let line_with = |pat: &str| {
+            text.lines()
+                .find(|l| l.contains(pat))
+                .map(|l| l.trim().to_string())
+        };
         if let Some(l) = line_with("recovery ended before configured recovery target was reached") {
             bail!(
                 "recovery did NOT reach the target {}: the server says \"{l}\"; the archive lacks the WAL up to the target \
@@ -693,15 +744,22 @@ fn start_and_follow(
         let stopped = line_with("recovery stopping");
         let last = text
             .lines()
-            .filter_map(|l| l.split("last completed transaction was at log time ").nth(1))
-            .last()
+            .filter_map(|l| {
+                l.split("last completed transaction was at log time ")
+                    .nth(1)
+            })
+            .next_back()
             .map(|s| s.trim().to_string());
         let reached = match req.action.as_str() {
             "promote" => {
-                let promoted = text.contains("archive recovery complete") || text.contains("selected new timeline ID");
+                let promoted = text.contains("archive recovery complete")
+                    || text.contains("selected new timeline ID");
                 promoted && text.contains("database system is ready to accept connections")
             }
-            "pause" => text.contains("recovery has paused") || text.contains("pausing at the end of recovery"),
+            "pause" => {
+                text.contains("recovery has paused")
+                    || text.contains("pausing at the end of recovery")
+            }
             _ => text.contains("shutdown at recovery target") && !postmaster_running(data_dir),
         };
         if reached {
@@ -726,13 +784,15 @@ fn start_and_follow(
             if g.elapsed() > Duration::from_secs(10) {
                 let why = text
                     .lines()
-                    .filter(|l| l.contains("FATAL") || l.contains("PANIC"))
-                    .last()
-                    .or_else(|| text.lines().last())
+                    .rfind(|l| l.contains("FATAL") || l.contains("PANIC"))
+                    .or_else(|| text.lines().next_back())
                     .unwrap_or("(empty log)")
                     .trim()
                     .to_string();
-                bail!("the server stopped during recovery: \"{why}\" (see {})", log.display());
+                bail!(
+                    "the server stopped during recovery: \"{why}\" (see {})",
+                    log.display()
+                );
             }
         } else {
             grace = None;

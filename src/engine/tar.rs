@@ -54,7 +54,13 @@ fn parse_header(b: &[u8; BLOCK]) -> Result<Option<Header>> {
     let sum: u64 = b
         .iter()
         .enumerate()
-        .map(|(i, &c)| if (148..156).contains(&i) { 32 } else { c as u64 })
+        .map(|(i, &c)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                c as u64
+            }
+        })
         .sum();
     if stored != sum {
         bail!("tar header checksum mismatch (damaged archive or not a tar stream)");
@@ -90,8 +96,15 @@ pub struct BaseFacts {
 }
 
 enum State {
-    Header { buf: Box<[u8; BLOCK]>, filled: usize },
-    Data { left: u64, pad: u64, capture: Capture },
+    Header {
+        buf: Box<[u8; BLOCK]>,
+        filled: usize,
+    },
+    Data {
+        left: u64,
+        pad: u64,
+        capture: Capture,
+    },
     Done,
 }
 
@@ -206,7 +219,10 @@ impl<R: Read> Sniffer<R> {
     }
 
     fn advance_if_empty(&mut self) {
-        if let State::Data { left: 0, pad: 0, .. } = self.state {
+        if let State::Data {
+            left: 0, pad: 0, ..
+        } = self.state
+        {
             self.state = State::Header {
                 buf: Box::new([0; BLOCK]),
                 filled: 0,
@@ -238,7 +254,11 @@ pub fn check_base_backup(r: &mut dyn Read) -> Result<String> {
     Ok(format!(
         "tar whole: {} files, backup_label{}",
         f.files,
-        if f.manifest_tail.is_some() { " and backup_manifest present" } else { " present (no backup_manifest)" }
+        if f.manifest_tail.is_some() {
+            " and backup_manifest present"
+        } else {
+            " present (no backup_manifest)"
+        }
     ))
 }
 

@@ -30,10 +30,9 @@ pub struct WalConflict(pub String);
 
 /// `0/2000028` -> 0x2000028.
 pub fn parse_lsn(s: &str) -> Result<u64> {
-    let (hi, lo) = s
-        .trim()
-        .split_once('/')
-        .ok_or_else(|| anyhow!("`{s}` is not an LSN (write it as in pg_current_wal_lsn(), e.g. 0/3000060)"))?;
+    let (hi, lo) = s.trim().split_once('/').ok_or_else(|| {
+        anyhow!("`{s}` is not an LSN (write it as in pg_current_wal_lsn(), e.g. 0/3000060)")
+    })?;
     let hi = u64::from_str_radix(hi, 16).map_err(|_| anyhow!("`{s}` is not an LSN"))?;
     let lo = u64::from_str_radix(lo, 16).map_err(|_| anyhow!("`{s}` is not an LSN"))?;
     if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
@@ -84,7 +83,10 @@ pub fn is_archive_name(name: &str) -> bool {
         return hex(base, 8);
     }
     if let Some(base) = name.strip_suffix(".backup") {
-        return base.len() == 33 && hex(&base[..24], 24) && &base[24..25] == "." && hex(&base[25..], 8);
+        return base.len() == 33
+            && hex(&base[..24], 24)
+            && &base[24..25] == "."
+            && hex(&base[25..], 8);
     }
     false
 }
@@ -158,7 +160,10 @@ pub fn push(cfg: &Config, target: &str, path: &Path) -> Result<PushOutcome> {
     let sha = sha_hex(&data);
     let mut gz = flate2::GzBuilder::new()
         .comment(format!("sha256={sha}"))
-        .write(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+        .write(
+            Vec::with_capacity(data.len() / 4),
+            flate2::Compression::fast(),
+        );
     gz.write_all(&data)?;
     let packed = gz.finish()?;
     let mut meta = PutMeta::default();
@@ -204,7 +209,10 @@ pub fn push(cfg: &Config, target: &str, path: &Path) -> Result<PushOutcome> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| ("?".into(), Err(anyhow!("push thread panicked")))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| ("?".into(), Err(anyhow!("push thread panicked"))))
+            })
             .collect()
     });
     let mut stored_any = false;
@@ -282,8 +290,8 @@ fn fetch_one(s: &dyn Storage, key: &str, dest: &Path) -> Result<bool> {
     let tmp = dir.join(format!(".{file_name}.wal-fetch-{}", std::process::id()));
     let res = (|| -> Result<()> {
         let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 20, r));
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 18];
         loop {
@@ -335,7 +343,6 @@ pub struct Archive {
     /// timeline -> upload time of each segment (for the recoverable window).
     pub modified: BTreeMap<(u32, u64), chrono::DateTime<chrono::Utc>>,
     pub histories: BTreeSet<u32>,
-    pub seg_size: u64,
 }
 
 impl Archive {
@@ -368,10 +375,7 @@ impl Archive {
 }
 
 pub fn scan(s: &dyn Storage, target: &str, seg_size: u64) -> Result<Archive> {
-    let mut a = Archive {
-        seg_size,
-        ..Default::default()
-    };
+    let mut a = Archive::default();
     let prefix = wal_prefix(target);
     for o in s.list(&prefix)? {
         let Some(file) = o.key.rsplit('/').next() else {
@@ -412,10 +416,14 @@ pub fn verify_archive(
         Err(e) => problems.push(format!("listing the WAL archive: {e:#}")),
         Ok(a) => {
             if a.segments.is_empty() && !physical.is_empty() {
-                problems.push("the WAL archive is empty: is archive_command calling `backup wal-push`?".into());
+                problems.push(
+                    "the WAL archive is empty: is archive_command calling `backup wal-push`?"
+                        .into(),
+                );
             }
             for (tli, have) in &a.segments {
-                let (Some(&first), Some(&last)) = (have.iter().next(), have.iter().next_back()) else {
+                let (Some(&first), Some(&last)) = (have.iter().next(), have.iter().next_back())
+                else {
                     continue;
                 };
                 // Start where the oldest base backup on this timeline needs WAL from.
@@ -423,7 +431,8 @@ pub fn verify_archive(
                     .iter()
                     .filter_map(|m| {
                         let w = m.wal.as_ref()?;
-                        (w.timeline == *tli).then(|| parse_segment(&w.start_segment, seg).map(|x| x.1))?
+                        (w.timeline == *tli)
+                            .then(|| parse_segment(&w.start_segment, seg).map(|x| x.1))?
                     })
                     .min()
                     .unwrap_or(first);
@@ -481,9 +490,15 @@ mod tests {
         assert_eq!(l, 0x2000028);
         assert_eq!(format_lsn(l), "0/2000028");
         let s = DEFAULT_SEGMENT_SIZE;
-        assert_eq!(segment_name(1, segno_of(l, s), s), "000000010000000000000002");
+        assert_eq!(
+            segment_name(1, segno_of(l, s), s),
+            "000000010000000000000002"
+        );
         let big = parse_lsn("1/FF000000").unwrap();
-        assert_eq!(segment_name(3, segno_of(big, s), s), "0000000300000001000000FF");
+        assert_eq!(
+            segment_name(3, segno_of(big, s), s),
+            "0000000300000001000000FF"
+        );
         assert_eq!(
             parse_segment("0000000300000001000000FF", s),
             Some((3, segno_of(big, s)))
@@ -504,7 +519,12 @@ mod tests {
         ] {
             assert!(is_archive_name(ok), "{ok}");
         }
-        for bad in ["../x", "00000002.history.gz", "RECOVERYXLOG", "0000000100000000000000"] {
+        for bad in [
+            "../x",
+            "00000002.history.gz",
+            "RECOVERYXLOG",
+            "0000000100000000000000",
+        ] {
             assert!(!is_archive_name(bad), "{bad}");
         }
         assert_eq!(
@@ -527,12 +547,18 @@ mod tests {
         let seg = d.path().join("000000010000000000000001");
         std::fs::write(&seg, vec![7u8; 100_000]).unwrap();
         assert_eq!(push(&cfg, "pg", &seg).unwrap(), PushOutcome::Stored);
-        assert_eq!(push(&cfg, "pg", &seg).unwrap(), PushOutcome::AlreadyArchived);
+        assert_eq!(
+            push(&cfg, "pg", &seg).unwrap(),
+            PushOutcome::AlreadyArchived
+        );
         let other = d.path().join("x").join("000000010000000000000001");
         std::fs::create_dir_all(other.parent().unwrap()).unwrap();
         std::fs::write(&other, vec![8u8; 100_000]).unwrap();
         let e = push(&cfg, "pg", &other).unwrap_err();
-        assert!(e.chain().any(|c| c.downcast_ref::<WalConflict>().is_some()), "{e:#}");
+        assert!(
+            e.chain().any(|c| c.downcast_ref::<WalConflict>().is_some()),
+            "{e:#}"
+        );
         let dest = d.path().join("out");
         assert_eq!(
             fetch(&cfg, "pg", "000000010000000000000001", &dest).unwrap(),
