@@ -60,19 +60,7 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
                 ui.info(format!("verifying the WAL archive of {t} on `{sname}`"));
                 let r = crate::engine::wal::verify_archive(s.as_ref(), t, &cat.backups);
                 if !args.json {
-                    println!(
-                        "{} {} {} {}",
-                        if r.ok { "OK  " } else { "FAIL" },
-                        r.target,
-                        r.id,
-                        r.storage
-                    );
-                    for c in &r.checks {
-                        ui.info(format!("  ok: {c}"));
-                    }
-                    for p in &r.problems {
-                        println!("  problem: {p}");
-                    }
+                    print_report(&r, ui);
                 }
                 reports.push(r);
             }
@@ -80,19 +68,7 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
                 ui.info(format!("verifying {t} {} on `{sname}`", m.id));
                 let r = verify::verify_backup(s.as_ref(), m, engine.as_ref());
                 if !args.json {
-                    println!(
-                        "{} {} {} {}",
-                        if r.ok { "OK  " } else { "FAIL" },
-                        r.target,
-                        r.id,
-                        r.storage
-                    );
-                    for c in &r.checks {
-                        ui.info(format!("  ok: {c}"));
-                    }
-                    for p in &r.problems {
-                        println!("  problem: {p}");
-                    }
+                    print_report(&r, ui);
                 }
                 reports.push(r);
             }
@@ -128,4 +104,20 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
     }
     ui.info(format!("{} backup(s) verified", reports.len()));
     Ok(())
+}
+
+fn print_report(r: &verify::VerifyReport, ui: &Ui) {
+    println!(
+        "{} {} {} {}",
+        if r.ok { "OK  " } else { "FAIL" },
+        r.target,
+        r.id,
+        r.storage
+    );
+    for c in &r.checks {
+        ui.info(format!("  ok: {c}"));
+    }
+    for p in &r.problems {
+        println!("  problem: {p}");
+    }
 }

@@ -42,6 +42,19 @@ pub fn validate_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Storages that failed, with the reason.
+pub type Failures = Vec<(String, String)>;
+pub type Storages = Vec<Box<dyn Storage>>;
+
+/// `local (file:///backups), s3 (s3://bucket/prefix)`.
+pub fn describe_storages(storages: &[Box<dyn Storage>]) -> String {
+    storages
+        .iter()
+        .map(|s| format!("{} ({})", s.name(), s.location()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Writes to every live storage writer; drops a storage that fails.
 struct FanOut {
     writers: Vec<(String, Option<Box<dyn ObjectWriter>>)>,
@@ -71,6 +84,25 @@ impl Write for FanOut {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Copies `source` into `out` in 256 KiB chunks, counting what was read.
+fn pump(
+    source: &mut dyn Read,
+    out: &mut dyn Write,
+    progress: &mut Progress,
+    raw: &mut u64,
+) -> Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = source.read(&mut buf).context("reading the dump")?;
+        if n == 0 {
+            return Ok(());
+        }
+        *raw += n as u64;
+        progress.inc(n as u64);
+        out.write_all(&buf[..n])?;
     }
 }
 
@@ -125,33 +157,16 @@ impl<'s> Upload<'s> {
         gzip: Option<u32>,
         progress: &mut Progress,
     ) -> Result<()> {
-        let mut buf = vec![0u8; 256 * 1024];
         let mut raw = 0u64;
         let res: Result<()> = (|| {
             if let Some(level) = gzip {
                 let mut gz =
                     flate2::write::GzEncoder::new(&mut self.fan, flate2::Compression::new(level));
-                loop {
-                    let n = source.read(&mut buf).context("reading the dump")?;
-                    if n == 0 {
-                        break;
-                    }
-                    raw += n as u64;
-                    progress.inc(n as u64);
-                    gz.write_all(&buf[..n])
-                        .context("compressing/storing the dump")?;
-                }
+                pump(source, &mut gz, progress, &mut raw)
+                    .context("compressing/storing the dump")?;
                 gz.finish().context("finishing compression")?;
             } else {
-                loop {
-                    let n = source.read(&mut buf).context("reading the dump")?;
-                    if n == 0 {
-                        break;
-                    }
-                    raw += n as u64;
-                    progress.inc(n as u64);
-                    self.fan.write_all(&buf[..n]).context("storing the dump")?;
-                }
+                pump(source, &mut self.fan, progress, &mut raw).context("storing the dump")?;
             }
             Ok(())
         })();
@@ -181,6 +196,27 @@ impl<'s> Upload<'s> {
         }
     }
 
+    /// Commits with `m` as the manifest; fails when no storage holds the backup.
+    pub fn commit_manifest(
+        self,
+        m: &Manifest,
+        meta: &PutMeta,
+        ui: &Ui,
+    ) -> Result<(Vec<String>, Failures)> {
+        let manifest_bytes = m.to_json()?;
+        let manifest_key = catalog::artifact_key(&m.target, &m.id, MANIFEST_FILE);
+        let (stored_on, failed) = self.commit(&manifest_key, &manifest_bytes, meta, ui);
+        if stored_on.is_empty() {
+            bail!(
+                "backup {} {} failed on every storage: {}",
+                m.target,
+                m.id,
+                describe_failures(&failed)
+            );
+        }
+        Ok((stored_on, failed))
+    }
+
     /// Completes the artifact on each live storage, then writes the manifest there.
     /// Returns (stored on, failed).
     pub fn commit(
@@ -189,7 +225,7 @@ impl<'s> Upload<'s> {
         manifest_bytes: &[u8],
         meta: &PutMeta,
         ui: &Ui,
-    ) -> (Vec<String>, Vec<(String, String)>) {
+    ) -> (Vec<String>, Failures) {
         let stored_bytes = self.fan.bytes;
         let mut failed = self.fan.failed;
         let mut stored_on = Vec::new();
@@ -261,17 +297,14 @@ pub fn object_meta(target: &str, engine: &str, id: &str, tag: Option<&str>) -> P
     }
 }
 
-pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
+/// Opens a target's storages, checks free space on local ones (against the last
+/// backup's size plus 20%, else `db_size`), and returns the newest backup id there.
+pub fn open_and_check(
+    cfg: &Config,
+    target: &str,
+    db_size: Option<u64>,
+) -> Result<(Storages, Option<String>)> {
     let tcfg = cfg.target(target)?;
-    if let Some(t) = tag {
-        validate_tag(t)?;
-    }
-    let _lock = Lock::acquire(&cfg.state_dir(), target, &format!("backup run {target}"))?;
-
-    let mut engine = db::logical_engine(target, tcfg)?;
-    let info = engine.precheck()?;
-    let spec: ArtifactSpec = engine.artifact();
-
     let storages: Vec<Box<dyn Storage>> = tcfg
         .storages
         .iter()
@@ -285,7 +318,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         let cat = catalog::scan(s.as_ref(), target)
             .with_context(|| format!("reading storage `{}` ({})", s.name(), s.location()))?;
         if let Some(m) = cat.backups.last() {
-            if last_id.as_deref().is_none_or(|l| l < m.id.as_str()) {
+            if last_id.as_deref().map_or(true, |l| l < m.id.as_str()) {
                 last_id = Some(m.id.clone());
             }
         }
@@ -293,7 +326,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
             if let Some(free) = s.free_space() {
                 let need = match cat.backups.last() {
                     Some(m) => m.size_bytes() + m.size_bytes() / 5,
-                    None => info.size_bytes.unwrap_or(0),
+                    None => db_size.unwrap_or(0),
                 };
                 if free < need {
                     bail!(
@@ -308,6 +341,21 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
             }
         }
     }
+    Ok((storages, last_id))
+}
+
+pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
+    let tcfg = cfg.target(target)?;
+    if let Some(t) = tag {
+        validate_tag(t)?;
+    }
+    let _lock = Lock::acquire(&cfg.state_dir(), target, &format!("backup run {target}"))?;
+
+    let mut engine = db::logical_engine(target, tcfg)?;
+    let info = engine.precheck()?;
+    let spec: ArtifactSpec = engine.artifact();
+
+    let (storages, last_id) = open_and_check(cfg, target, info.size_bytes)?;
 
     let (started, id) = allocate_id(last_id.as_deref());
     let meta = object_meta(target, &tcfg.engine, &id, tag);
@@ -316,11 +364,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         spec.content,
         info.database.as_deref().unwrap_or("?"),
         crate::duration::bytes(info.size_bytes.unwrap_or(0)),
-        storages
-            .iter()
-            .map(|s| format!("{} ({})", s.name(), s.location()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe_storages(&storages)
     ));
 
     let key = catalog::artifact_key(target, &id, &spec.name);
@@ -384,15 +428,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         depends_on: vec![],
         host: hostname(),
     };
-    let manifest_bytes = m.to_json()?;
-    let manifest_key = catalog::artifact_key(target, &id, MANIFEST_FILE);
-    let (stored_on, failed) = upload.commit(&manifest_key, &manifest_bytes, &meta, ui);
-    if stored_on.is_empty() {
-        bail!(
-            "backup {target} {id} failed on every storage: {}",
-            describe_failures(&failed)
-        );
-    }
+    let (stored_on, failed) = upload.commit_manifest(&m, &meta, ui)?;
     Ok(RunOutcome {
         manifest: m,
         stored_on,

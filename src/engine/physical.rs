@@ -13,12 +13,12 @@
 
 use crate::config::{Config, TargetConfig};
 use crate::db::postgres::{self, find_tool, ConnInfo, Psql, Tool};
-use crate::engine::backup::{describe_failures, RunOutcome, Upload};
+use crate::engine::backup::{RunOutcome, Upload};
 use crate::engine::lock::{hostname, Lock};
 use crate::engine::{catalog, tar, wal};
 use crate::error::Fail;
-use crate::manifest::{self, Artifact, DatabaseFacts, Kind, Manifest, WalRange, MANIFEST_FILE};
-use crate::storage::{self, Storage};
+use crate::manifest::{self, Artifact, DatabaseFacts, Kind, Manifest, WalRange};
+use crate::storage::Storage;
 use crate::ui::Ui;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
@@ -179,21 +179,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     let major = server.version_num / 10000;
     let basebackup = tool_for("pg_basebackup", tcfg.bin_dir.as_deref(), major, false)?;
 
-    let storages: Vec<Box<dyn Storage>> = tcfg
-        .storages
-        .iter()
-        .map(|s| storage::open(cfg, s))
-        .collect::<Result<_>>()?;
-    let mut last_id: Option<String> = None;
-    for s in &storages {
-        let cat = catalog::scan(s.as_ref(), target)
-            .with_context(|| format!("reading storage `{}` ({})", s.name(), s.location()))?;
-        if let Some(m) = cat.backups.last() {
-            if last_id.as_deref().map_or(true, |l| l < m.id.as_str()) {
-                last_id = Some(m.id.clone());
-            }
-        }
-    }
+    let (storages, last_id) = crate::engine::backup::open_and_check(cfg, target, server.size)?;
     let (started, id) = crate::engine::backup::allocate_id(last_id.as_deref());
     let meta = crate::engine::backup::object_meta(target, &tcfg.engine, &id, tag);
     ui.info(format!(
@@ -201,11 +187,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         conn.display(),
         server.version,
         crate::duration::bytes(server.size.unwrap_or(0)),
-        storages
-            .iter()
-            .map(|s| format!("{} ({})", s.name(), s.location()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::engine::backup::describe_storages(&storages)
     ));
 
     let key = catalog::artifact_key(target, &id, ARTIFACT);
@@ -400,15 +382,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         depends_on: vec![],
         host: hostname(),
     };
-    let manifest_bytes = m.to_json()?;
-    let manifest_key = catalog::artifact_key(target, &id, MANIFEST_FILE);
-    let (stored_on, failed) = upload.commit(&manifest_key, &manifest_bytes, &meta, ui);
-    if stored_on.is_empty() {
-        bail!(
-            "backup {target} {id} failed on every storage: {}",
-            describe_failures(&failed)
-        );
-    }
+    let (stored_on, failed) = upload.commit_manifest(&m, &meta, ui)?;
     if let Some(w) = &m.wal {
         ui.info(format!(
             "WAL range: timeline {} {} ({}) .. {} ({})",
