@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# PITR benchmark: physical base backup, wal-push throughput, PITR restore.
+#
+#   cargo build --release && benches/pitr.sh            # SCALE=50 SEGMENTS=200 by default
+#
+# Runs a throwaway PostgreSQL cluster (as the postgres OS user when run as root) with
+# pgbench -i -s $SCALE, archiving through `backup wal-push`, and prints one line per
+# measurement: what, seconds, and peak RSS of our process (from /usr/bin/time).
+# Compares against `pg_basebackup -Ft -z` (same gzip family), and against
+# pgBackRest when it is installed (PGBACKREST=1, apt-get install pgbackrest).
+set -euo pipefail
+SCALE=${SCALE:-50}
+SEGMENTS=${SEGMENTS:-200}
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BIN:-$ROOT/target/release/backup}
+W=$(mktemp -d /tmp/backup-bench-XXXX)
+chmod 0777 "$W"
+PORT=${PORT:-55499}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() { as_pg "$PGBIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true
+            as_pg "$PGBIN/pg_ctl" -D "$W/restored" -m immediate stop >/dev/null 2>&1 || true
+            rm -rf "$W"; }
+trap cleanup EXIT
+measure() { # label, command...
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err"; exit 1; }
+  read -r secs kb < "$W/time"
+  printf '%-44s %8.2f s  peak RSS %6d MB\n' "$label" "$secs" $((kb / 1024))
+}
+
+mkdir -p "$W/repo/pg/wal" && chmod -R 0777 "$W/repo"
+cat > "$W/backup.toml" <<TOML
+[storages.local]
+type = "local"
+path = "$W/repo"
+[targets.pg]
+engine = "postgres"
+kind = "physical"
+url = "postgresql://postgres@127.0.0.1:$PORT/postgres"
+storages = ["local"]
+compression_level = ${LEVEL:-6}
+TOML
+chmod 0644 "$W/backup.toml"
+as_pg "$PGBIN/initdb" -A trust -U postgres -D "$W/data" >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w -o "-p $PORT -k $W -c listen_addresses=127.0.0.1 \
+  -c wal_level=replica -c max_wal_senders=5 -c archive_mode=on \
+  -c archive_command='$BIN --config $W/backup.toml -q wal-push pg %p'" start >/dev/null
+"$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$SCALE" postgres >/dev/null 2>&1
+echo "pgbench -i -s $SCALE: $(psql -h 127.0.0.1 -p "$PORT" -U postgres -Atc "SELECT pg_size_pretty(pg_database_size('postgres'))" postgres)"
+
+measure "backup run (physical, gzip ${LEVEL:-6})" "$BIN" --config "$W/backup.toml" --no-progress run pg
+measure "pg_basebackup -Ft -z (gzip 6? default)" "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres \
+  -D "$W/pgbb" -Ft -z -X none -c fast
+echo "sizes: ours $(du -sh "$W"/repo/pg/2*/base.tar.gz | cut -f1), pg_basebackup $(du -sh "$W/pgbb/base.tar.gz" | cut -f1)"
+
+# wal-push: SEGMENTS segment-sized files cut from the cluster's own data files.
+mkdir -p "$W/segs" "$W/bench-repo"
+find "$W/data/base" -type f -size +1M -print0 | xargs -0 cat | head -c $((SEGMENTS * 16 * 1024 * 1024)) \
+  | split -b 16M -d -a 4 - "$W/segs/chunk-"
+i=0; for f in "$W"/segs/chunk-*; do mv "$f" "$W/segs/$(printf '0000000A%08X%08X' $((i / 256)) $((i % 256)))"; i=$((i + 1)); done
+n=$(ls "$W/segs" | wc -l)
+sed "s#path = \"$W/repo\"#path = \"$W/bench-repo\"#" "$W/backup.toml" > "$W/bench.toml"
+cat > "$W/push-all.sh" <<SH
+for f in $W/segs/*; do $BIN --config $W/bench.toml -q wal-push pg "\$f" || exit 1; done
+SH
+start=$(date +%s.%N)
+measure "wal-push $n segments to local (one process each)" bash "$W/push-all.sh"
+end=$(date +%s.%N)
+echo "wal-push: $(echo "$n / ($end - $start)" | bc -l | xargs printf '%.1f') segments/s"
+cat > "$W/fetch-all.sh" <<SH
+for f in $W/segs/*; do n=\$(basename \$f); $BIN --config $W/bench.toml -q wal-fetch pg \$n $W/fetched || exit 1; done
+SH
+measure "wal-fetch $n segments from local" bash "$W/fetch-all.sh"
+
+# PITR restore of the base backup to its end (includes start and recovery).
+"$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -Atc "SELECT pg_switch_wal()" postgres >/dev/null
+sleep 2
+measure "backup pitr --target-immediate --start" "$BIN" --config "$W/backup.toml" --no-progress pitr pg \
+  --target-immediate --data-dir "$W/restored" --start --port $((PORT + 1)) --target-action promote
