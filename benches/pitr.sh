@@ -50,14 +50,15 @@ as_pg "$PGBIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w -o "-p $PORT -k $W -c l
 echo "pgbench -i -s $SCALE: $(psql -h 127.0.0.1 -p "$PORT" -U postgres -Atc "SELECT pg_size_pretty(pg_database_size('postgres'))" postgres)"
 
 measure "backup run (physical, gzip ${LEVEL:-6})" "$BIN" --config "$W/backup.toml" --no-progress run pg
-measure "pg_basebackup -Ft -z (gzip 6? default)" "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres \
+measure "pg_basebackup -Ft -z (gzip default level)" "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres \
   -D "$W/pgbb" -Ft -z -X none -c fast
 echo "sizes: ours $(du -sh "$W"/repo/pg/2*/base.tar.gz | cut -f1), pg_basebackup $(du -sh "$W/pgbb/base.tar.gz" | cut -f1)"
 
 # wal-push: SEGMENTS segment-sized files cut from the cluster's own data files.
 mkdir -p "$W/segs" "$W/bench-repo"
-find "$W/data/base" -type f -size +1M -print0 | xargs -0 cat | head -c $((SEGMENTS * 16 * 1024 * 1024)) \
-  | split -b 16M -d -a 4 - "$W/segs/chunk-"
+# (the data files repeated as often as needed: compressibility like real table pages)
+for _ in $(seq 1 $((SEGMENTS / 8 + 1))); do find "$W/data/base" -type f -size +1M -print0 | xargs -0 cat; done 2>/dev/null \
+  | head -c $((SEGMENTS * 16 * 1024 * 1024)) | split -b 16M -d -a 4 - "$W/segs/chunk-" || true
 i=0; for f in "$W"/segs/chunk-*; do mv "$f" "$W/segs/$(printf '0000000A%08X%08X' $((i / 256)) $((i % 256)))"; i=$((i + 1)); done
 n=$(ls "$W/segs" | wc -l)
 sed "s#path = \"$W/repo\"#path = \"$W/bench-repo\"#" "$W/backup.toml" > "$W/bench.toml"

@@ -179,7 +179,19 @@ pub fn push(cfg: &Config, target: &str, path: &Path) -> Result<PushOutcome> {
             .map(|s| {
                 let (key, packed, meta, sha, name) = (&key, &packed, &meta, &sha, &name);
                 sc.spawn(move || {
-                    let r = match s.put_if_absent(key, packed, meta) {
+                    // Some S3-compatible stores ignore `If-None-Match: *` (garage): look
+                    // first, so a different segment is never overwritten there either.
+                    let exists = if s.is_local() {
+                        Ok(false)
+                    } else {
+                        s.head(key).map(|h| h.is_some())
+                    };
+                    let put = match exists {
+                        Ok(true) => Err(anyhow::Error::new(AlreadyExists(key.clone()))),
+                        Ok(false) => s.put_if_absent(key, packed, meta),
+                        Err(e) => Err(e),
+                    };
+                    let r = match put {
                         Ok(_) => Ok(true),
                         Err(e) if e.chain().any(|c| c.downcast_ref::<AlreadyExists>().is_some()) => {
                             match stored_sha(s.as_ref(), key) {
