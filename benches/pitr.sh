@@ -7,7 +7,7 @@
 # pgbench -i -s $SCALE, archiving through `backup wal-push`, and prints one line per
 # measurement: what, seconds, and peak RSS of our process (from /usr/bin/time).
 # Compares against `pg_basebackup -Ft -z` (same gzip family), and against
-# pgBackRest when it is installed (PGBACKREST=1, apt-get install pgbackrest).
+# pgBackRest: not automated yet (compare by hand with TESTBED.md settings).
 set -euo pipefail
 SCALE=${SCALE:-50}
 SEGMENTS=${SEGMENTS:-200}
