@@ -620,3 +620,64 @@ fn check_confirms_archiving_and_run_refuses_without_it() {
     assert!(err.contains("archive_mode = off"), "{err}");
     drop(pg);
 }
+
+#[test]
+fn pitr_round_trip_through_s3_only() {
+    // The servers' archive_command and restore_command sign S3 requests: they inherit
+    // these from the process that starts them (moto does not check them).
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let moto = Moto::start();
+    moto.create_bucket("pitr");
+    let env = Env::new();
+    let s3_config = |url: &str| {
+        format!(
+            r#"
+[storages.s3]
+type = "s3"
+bucket = "pitr"
+prefix = "prod"
+endpoint = "{}"
+force_path_style = true
+region = "us-east-1"
+
+[targets.pg]
+engine = "postgres"
+kind = "physical"
+url = "{url}"
+storages = ["s3"]
+"#,
+            moto.endpoint()
+        )
+    };
+    let cfg = env.write_config(&s3_config("postgresql://postgres@127.0.0.1:1/postgres"));
+    open_up(env.path());
+    let archive = format!(
+        "archive_command='{} --config {} wal-push pg %p'",
+        bin().display(),
+        cfg.display()
+    );
+    let pg = Pg::start_with(&[
+        "wal_level=replica",
+        "archive_mode=on",
+        &archive,
+        "max_wal_senders=5",
+    ]);
+    env.write_config(&s3_config(&pg.url("postgres")));
+    pg.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY)");
+    env.ok(&["run", "pg"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.sql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
+    let target = now_utc(|q| pg.sql("postgres", q));
+    pg.sql("postgres", "DELETE FROM t");
+    archive_now(&pg);
+    let out = env.ok(&["verify", "pg"]);
+    assert!(out.contains("OK   pg wal s3"), "{out}");
+    let (r, out) = pitr(&env, "r", &["--target-time", &target]);
+    assert!(out.contains("from `s3`"), "{out}");
+    assert_eq!(r.sql("SELECT count(*) FROM t"), "1000");
+    drop(r);
+    drop(pg);
+}

@@ -224,6 +224,17 @@ fn choose<'a>(found: &'a [Found], req: &PitrRequest) -> Result<&'a Found> {
     }
 }
 
+/// Was an object stored at `when` surely before `t`? S3 keeps upload times to the
+/// second (a time with no fraction may be truncated), local files to the nanosecond.
+fn surely_before(when: DateTime<Utc>, t: DateTime<Utc>) -> bool {
+    use chrono::Timelike;
+    if when.nanosecond() == 0 {
+        when + chrono::Duration::seconds(1) <= t
+    } else {
+        when <= t
+    }
+}
+
 /// Refuses when the archive cannot carry recovery from the backup to the goal.
 fn check_archive(archive: &wal::Archive, m: &Manifest, goal: &Goal) -> Result<Vec<String>> {
     let w = m.wal.as_ref().expect("physical backup has a WAL range");
@@ -296,9 +307,9 @@ fn check_archive(archive: &wal::Archive, m: &Manifest, goal: &Goal) -> Result<Ve
             let later_timeline_reaches = archive
                 .modified
                 .iter()
-                .any(|((tl, _), when)| *tl > tli && when > t);
+                .any(|((tl, _), when)| *tl > tli && !surely_before(*when, *t));
             if let Some(et) = end_time {
-                if et <= *t && !later_timeline_reaches {
+                if surely_before(et, *t) && !later_timeline_reaches {
                     if has_gap {
                         bail!(
                             "refusing: {} (archived at {}, before the target)",
@@ -820,6 +831,16 @@ mod tests {
         assert_eq!(parse_time("2026-11-24 14:05").unwrap(), a);
         assert!(parse_time("yesterday").is_err());
         assert_eq!(fmt_time(a), "2026-11-24 14:05:00.000000+00");
+    }
+
+    #[test]
+    fn second_precision_times_are_not_taken_as_before() {
+        let t = parse_time("2026-11-24T23:21:25.367Z").unwrap();
+        // S3's LastModified for an upload at 23:21:25.9 reads 23:21:25.
+        assert!(!surely_before(parse_time("2026-11-24T23:21:25Z").unwrap(), t));
+        assert!(surely_before(parse_time("2026-11-24T23:21:24Z").unwrap(), t));
+        assert!(surely_before(parse_time("2026-11-24T23:21:25.2Z").unwrap(), t));
+        assert!(!surely_before(parse_time("2026-11-24T23:21:25.4Z").unwrap(), t));
     }
 
     #[test]
