@@ -145,6 +145,34 @@ pub fn tool_for(
     .into())
 }
 
+/// Keeps pg_basebackup's stderr for the error message, and passes its warnings on
+/// at once: when WAL archiving is broken the server makes pg_basebackup wait for the
+/// last segment indefinitely, and its "still waiting for all required WAL segments to
+/// be archived" warning is the only sign of it.
+fn relay_warnings(
+    stderr: std::process::ChildStderr,
+    buf: Arc<Mutex<String>>,
+    ui: Ui,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("WARNING") {
+                ui.warn(format!("pg_basebackup: {}", line.trim()));
+            }
+            let mut b = buf.lock().unwrap();
+            b.push_str(&line);
+            b.push('\n');
+            if b.len() > 65536 {
+                let cut = b.len() - 65536;
+                let cut = (cut..b.len()).find(|i| b.is_char_boundary(*i)).unwrap_or(0);
+                b.drain(..cut);
+            }
+        }
+    })
+}
+
 /// `KEY: value` lines of a backup_label.
 pub fn label_field<'a>(label: &'a str, key: &str) -> Option<&'a str> {
     label
@@ -217,8 +245,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         .spawn()
         .with_context(|| format!("starting {}", basebackup.path.display()))?;
     let stderr = Arc::new(Mutex::new(String::new()));
-    let stderr_thread =
-        postgres::spawn_stderr_collector(child.stderr.take().unwrap(), stderr.clone());
+    let stderr_thread = relay_warnings(child.stderr.take().unwrap(), stderr.clone(), ui.clone());
     let mut sniffer = tar::Sniffer::new(child.stdout.take().unwrap());
     let mut progress = ui.progress(&format!("{target} {id}"), server.size);
     let level = tcfg.compression_level.unwrap_or(6);

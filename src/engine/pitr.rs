@@ -837,10 +837,22 @@ mod tests {
     fn second_precision_times_are_not_taken_as_before() {
         let t = parse_time("2026-11-24T23:21:25.367Z").unwrap();
         // S3's LastModified for an upload at 23:21:25.9 reads 23:21:25.
-        assert!(!surely_before(parse_time("2026-11-24T23:21:25Z").unwrap(), t));
-        assert!(surely_before(parse_time("2026-11-24T23:21:24Z").unwrap(), t));
-        assert!(surely_before(parse_time("2026-11-24T23:21:25.2Z").unwrap(), t));
-        assert!(!surely_before(parse_time("2026-11-24T23:21:25.4Z").unwrap(), t));
+        assert!(!surely_before(
+            parse_time("2026-11-24T23:21:25Z").unwrap(),
+            t
+        ));
+        assert!(surely_before(
+            parse_time("2026-11-24T23:21:24Z").unwrap(),
+            t
+        ));
+        assert!(surely_before(
+            parse_time("2026-11-24T23:21:25.2Z").unwrap(),
+            t
+        ));
+        assert!(!surely_before(
+            parse_time("2026-11-24T23:21:25.4Z").unwrap(),
+            t
+        ));
     }
 
     #[test]
