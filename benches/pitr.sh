@@ -6,8 +6,8 @@
 # Runs a throwaway PostgreSQL cluster (as the postgres OS user when run as root) with
 # pgbench -i -s $SCALE, archiving through `backup wal-push`, and prints one line per
 # measurement: what, seconds, and peak RSS of our process (from /usr/bin/time).
-# Compares against `pg_basebackup -Ft -z` (same gzip family), and against
-# pgBackRest: not automated yet (compare by hand with TESTBED.md settings).
+# Compares against `pg_basebackup -Ft -z` (same gzip family) and, when installed
+# (apt-get install pgbackrest), pgBackRest with process-max=2 and gz at the same level.
 set -euo pipefail
 SCALE=${SCALE:-50}
 SEGMENTS=${SEGMENTS:-200}
@@ -20,6 +20,7 @@ PORT=${PORT:-55499}
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() { as_pg "$PGBIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true
             as_pg "$PGBIN/pg_ctl" -D "$W/restored" -m immediate stop >/dev/null 2>&1 || true
+            as_pg "$PGBIN/pg_ctl" -D "$W/pgbr-restored" -m immediate stop >/dev/null 2>&1 || true
             rm -rf "$W"; }
 trap cleanup EXIT
 measure() { # label, command...
@@ -79,3 +80,59 @@ measure "wal-fetch $n segments from local" bash "$W/fetch-all.sh"
 sleep 2
 measure "backup pitr --target-immediate --start" "$BIN" --config "$W/backup.toml" --no-progress pitr pg \
   --target-immediate --data-dir "$W/restored" --start --port $((PORT + 1)) --target-action promote
+
+command -v pgbackrest >/dev/null || { echo "pgbackrest not installed: skipping the comparison"; exit 0; }
+# pgBackRest reads the data directory itself, so it runs as the cluster's owner.
+mkdir -p "$W/pgbr" && chmod 0777 "$W/pgbr"
+cat > "$W/pgbr.conf" <<CONF
+[global]
+repo1-path=$W/pgbr/repo
+lock-path=$W/pgbr/lock
+log-path=$W/pgbr/log
+spool-path=$W/pgbr/spool
+process-max=2
+compress-type=gz
+compress-level=${LEVEL:-6}
+start-fast=y
+archive-check=n
+log-level-console=warn
+log-level-file=off
+[bench]
+pg1-path=$W/data
+pg1-port=$PORT
+pg1-socket-path=$W
+pg1-user=postgres
+CONF
+chmod 0644 "$W/pgbr.conf"
+as_pg pgbackrest --config="$W/pgbr.conf" --stanza=bench stanza-create >/dev/null
+measure "pgbackrest backup --type=full (process-max=2)" as_pg pgbackrest --config="$W/pgbr.conf" --stanza=bench --type=full backup
+echo "size: pgbackrest $(du -sh "$W/pgbr/repo/backup" | cut -f1)"
+"$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -Atc "SELECT pg_switch_wal()" postgres >/dev/null
+sleep 3
+# The cluster's real WAL, as archived by wal-push, fetched back for both tools to push.
+mkdir -p "$W/realwal" && chmod 0777 "$W/realwal"
+for f in "$W"/repo/pg/wal/00000001/*.gz; do n=$(basename "$f" .gz)
+  case $n in *.*) continue;; esac
+  "$BIN" --config "$W/backup.toml" -q wal-fetch pg "$n" "$W/realwal/$n"; done
+chmod 0644 "$W"/realwal/*
+n=$(ls "$W/realwal" | wc -l)
+cat > "$W/push-real-ours.sh" <<SH
+for f in $W/realwal/*; do $BIN --config $W/bench.toml -q wal-push pg "\$f" || exit 1; done
+SH
+cat > "$W/push-real-pgbr.sh" <<SH
+for f in $W/realwal/*; do pgbackrest --config=$W/pgbr.conf --stanza=bench archive-push "\$f" || exit 1; done
+SH
+rm -rf "$W/bench-repo"; mkdir -p "$W/bench-repo"
+measure "wal-push of $n real WAL segments (ours)" bash "$W/push-real-ours.sh"
+measure "archive-push of $n real WAL segments (pgbackrest)" as_pg bash "$W/push-real-pgbr.sh"
+mkdir -p "$W/pgbr-restored" && chown postgres "$W/pgbr-restored" 2>/dev/null || true
+chmod 0700 "$W/pgbr-restored"
+pgbr_restore() {
+  as_pg pgbackrest --config="$W/pgbr.conf" --stanza=bench --pg1-path="$W/pgbr-restored" --type=immediate \
+    --target-action=promote restore
+  as_pg "$PGBIN/pg_ctl" -D "$W/pgbr-restored" -l "$W/pgbr-restored.log" -w \
+    -o "-p $((PORT + 2)) -c archive_mode=off -c logging_collector=off" start >/dev/null
+  until [ "$("$PGBIN/psql" -h 127.0.0.1 -p $((PORT + 2)) -U postgres -Atc 'SELECT pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do sleep 0.1; done
+}
+export -f pgbr_restore as_pg; export W PGBIN PORT
+measure "pgbackrest restore --type=immediate + start" bash -c pgbr_restore

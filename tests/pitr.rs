@@ -58,10 +58,13 @@ fn archiving_cluster(env: &Env) -> Pg {
     // The server (the postgres OS user) archives into the same repo that `backup run`
     // (root here) writes: the target's folder must be writable by both.
     std::fs::create_dir_all(env.repo().join("pg/wal")).unwrap();
-    let cfg = env.write_config(&config(
-        &env.repo(),
-        "postgresql://postgres@127.0.0.1:1/postgres",
-    ));
+    let repo = env.repo();
+    archiving_cluster_with(env, |url| config(&repo, url))
+}
+
+/// A cluster archiving through `wal-push pg` with the config `config(url)`.
+fn archiving_cluster_with(env: &Env, config: impl Fn(&str) -> String) -> Pg {
+    let cfg = env.write_config(&config("postgresql://postgres@127.0.0.1:1/postgres"));
     open_up(env.path());
     let archive = format!(
         "archive_command='{} --config {} wal-push pg %p'",
@@ -74,7 +77,7 @@ fn archiving_cluster(env: &Env) -> Pg {
         &archive,
         "max_wal_senders=5",
     ]);
-    env.write_config(&config(&env.repo(), &pg.url("postgres")));
+    env.write_config(&config(&pg.url("postgres")));
     open_up(env.path());
     pg
 }
@@ -652,20 +655,7 @@ storages = ["s3"]
             moto.endpoint()
         )
     };
-    let cfg = env.write_config(&s3_config("postgresql://postgres@127.0.0.1:1/postgres"));
-    open_up(env.path());
-    let archive = format!(
-        "archive_command='{} --config {} wal-push pg %p'",
-        bin().display(),
-        cfg.display()
-    );
-    let pg = Pg::start_with(&[
-        "wal_level=replica",
-        "archive_mode=on",
-        &archive,
-        "max_wal_senders=5",
-    ]);
-    env.write_config(&s3_config(&pg.url("postgres")));
+    let pg = archiving_cluster_with(&env, s3_config);
     pg.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY)");
     env.ok(&["run", "pg"]);
     std::thread::sleep(Duration::from_millis(1100));
