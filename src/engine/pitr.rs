@@ -549,6 +549,7 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
             )));
         }
     };
+    tar::sync_tree(&data_dir)?;
     done.push(format!(
         "restored base backup {} ({} files, sha256 verified) into {}",
         m.id,
@@ -612,6 +613,7 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
     } else {
         done.push(format!("{} has mode 0700", data_dir.display()));
     }
+    tar::sync_tree(&data_dir)?;
     let setting_lines: Vec<String> = settings
         .iter()
         .map(|(k, v)| format!("{k} = {}", conf_quote(v)))

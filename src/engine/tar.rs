@@ -262,6 +262,19 @@ pub fn check_base_backup(r: &mut dyn Read) -> Result<String> {
     ))
 }
 
+/// Flushes everything written under `root` to disk: one syncfs(2) of its filesystem
+/// (far faster than an fsync per file for a data directory of thousands of files).
+pub fn sync_tree(root: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    // SAFETY: syncfs takes a valid open file descriptor, which `d` holds.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncing the filesystem of {}", root.display()));
+    }
+    Ok(())
+}
+
 fn safe_join(root: &Path, name: &str) -> Result<PathBuf> {
     let rel = Path::new(name);
     let mut out = root.to_path_buf();
@@ -295,6 +308,7 @@ fn read_body(r: &mut dyn Read, size: u64) -> Result<Vec<u8>> {
 
 /// Unpacks a tar stream into `root` (which must exist). Returns the number of files.
 /// Modes are kept (masked to the owner's bits, as PostgreSQL wants); ownership is not.
+/// Files are not synced one by one: call [`sync_tree`] once at the end.
 pub fn extract(r: &mut dyn Read, root: &Path) -> Result<u64> {
     use std::os::unix::fs::PermissionsExt;
     let mut files = 0u64;
@@ -345,8 +359,6 @@ pub fn extract(r: &mut dyn Read, root: &Path) -> Result<u64> {
                     bail!("the archive ends in the middle of `{name}`");
                 }
                 f.flush()?;
-                f.sync_all()
-                    .with_context(|| format!("syncing {}", path.display()))?;
                 std::fs::set_permissions(
                     &path,
                     std::fs::Permissions::from_mode((h.mode & 0o700).max(0o600)),
