@@ -18,6 +18,7 @@ W=$(mktemp -d /tmp/backup-bench-XXXX)
 chmod 0777 "$W"
 PORT=${PORT:-55499}
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PGRUN=(); if [ "$(id -u)" = 0 ]; then PGRUN=(runuser -u postgres --); fi
 cleanup() { as_pg "$PGBIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true
             as_pg "$PGBIN/pg_ctl" -D "$W/restored" -m immediate stop >/dev/null 2>&1 || true
             as_pg "$PGBIN/pg_ctl" -D "$W/pgbr-restored" -m immediate stop >/dev/null 2>&1 || true
@@ -105,7 +106,7 @@ pg1-user=postgres
 CONF
 chmod 0644 "$W/pgbr.conf"
 as_pg pgbackrest --config="$W/pgbr.conf" --stanza=bench stanza-create >/dev/null
-measure "pgbackrest backup --type=full (process-max=2)" as_pg pgbackrest --config="$W/pgbr.conf" --stanza=bench --type=full backup
+measure "pgbackrest backup --type=full (process-max=2)" "${PGRUN[@]}" pgbackrest --config="$W/pgbr.conf" --stanza=bench --type=full backup
 echo "size: pgbackrest $(du -sh "$W/pgbr/repo/backup" | cut -f1)"
 "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -Atc "SELECT pg_switch_wal()" postgres >/dev/null
 sleep 3
@@ -124,7 +125,7 @@ for f in $W/realwal/*; do pgbackrest --config=$W/pgbr.conf --stanza=bench archiv
 SH
 rm -rf "$W/bench-repo"; mkdir -p "$W/bench-repo"
 measure "wal-push of $n real WAL segments (ours)" bash "$W/push-real-ours.sh"
-measure "archive-push of $n real WAL segments (pgbackrest)" as_pg bash "$W/push-real-pgbr.sh"
+measure "archive-push of $n real WAL segments (pgbackrest)" "${PGRUN[@]}" bash "$W/push-real-pgbr.sh"
 mkdir -p "$W/pgbr-restored" && chown postgres "$W/pgbr-restored" 2>/dev/null || true
 chmod 0700 "$W/pgbr-restored"
 pgbr_restore() {
