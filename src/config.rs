@@ -557,10 +557,13 @@ impl Config {
                     format!("`{}` is not logical or physical", t.kind),
                 ));
             }
-            if t.kind == "physical" {
+            if t.kind == "physical" && t.engine != "postgres" {
                 return Err(bad(
                     format!("targets.{name}.kind"),
-                    "physical backups are not supported by this version yet; use kind = \"logical\"".into(),
+                    format!(
+                        "physical backups are supported for engine postgres only, not `{}`",
+                        t.engine
+                    ),
                 ));
             }
             if t.storages.is_empty() {

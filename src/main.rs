@@ -25,6 +25,12 @@ fn main() -> ExitCode {
         }
     };
     let ui = ui::Ui::new(cli.quiet, cli.no_progress);
+    // PostgreSQL reads these exit codes: they bypass the normal mapping.
+    match cli.command {
+        Command::WalPush(a) => return cli::wal::push_main(cli.config.as_deref(), a, &ui),
+        Command::WalFetch(a) => return cli::wal::fetch_main(cli.config.as_deref(), a, &ui),
+        _ => {}
+    }
     match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -60,6 +66,10 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::TestRestore(a) => cli::test_restore::execute(&cfg, a, ui),
         Command::Status(a) => cli::status::execute(&cfg, a, ui),
         Command::Prune(a) => cli::prune::execute(&cfg, a, ui),
-        Command::Completions(_) | Command::Man(_) => unreachable!(),
+        Command::Pitr(a) => cli::pitr::execute(&cfg, a, ui),
+        Command::Check(a) => cli::check::execute(&cfg, a, ui),
+        Command::Completions(_) | Command::Man(_) | Command::WalPush(_) | Command::WalFetch(_) => {
+            unreachable!()
+        }
     }
 }

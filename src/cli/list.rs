@@ -41,6 +41,14 @@ pub struct Row {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Physical backups: the point-in-time window the WAL present allows (from the
+    /// backup's end to the newest segment of the unbroken WAL run after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recoverable_from: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recoverable_until: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_until_segment: Option<String>,
 }
 
 pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
@@ -76,7 +84,40 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     continue;
                 }
             };
+            let archive = if tcfg.kind == "physical" {
+                let seg = cat
+                    .backups
+                    .last()
+                    .map(crate::engine::physical::seg_size_of)
+                    .unwrap_or(crate::engine::wal::DEFAULT_SEGMENT_SIZE);
+                match crate::engine::wal::scan(s.as_ref(), t, seg) {
+                    Ok(a) => Some((a, seg)),
+                    Err(e) => {
+                        errors.push(format!("WAL archive on `{sname}`: {e:#}"));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             for m in &cat.backups {
+                let window = match (&archive, &m.wal) {
+                    (Some((a, seg)), Some(w)) => crate::engine::wal::parse_segment(
+                        &w.start_segment,
+                        *seg,
+                    )
+                    .and_then(|(tli, start)| {
+                        let end = a.contiguous_end(tli, start)?;
+                        let stop = crate::engine::wal::parse_segment(&w.stop_segment, *seg)?.1;
+                        (end >= stop).then(|| {
+                            (
+                                a.modified.get(&(tli, end)).copied(),
+                                crate::engine::wal::segment_name(tli, end, *seg),
+                            )
+                        })
+                    }),
+                    _ => None,
+                };
                 if args
                     .tag
                     .as_ref()
@@ -97,8 +138,16 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     duration_seconds: Some(m.duration_seconds),
                     size_bytes: m.size_bytes(),
                     tables: Some(m.database.tables.len()),
-                    status: "complete".into(),
-                    reason: None,
+                    status: if m.wal.is_some() && window.is_none() {
+                        "no-wal".into()
+                    } else {
+                        "complete".into()
+                    },
+                    reason: (m.wal.is_some() && window.is_none())
+                        .then(|| "WAL the backup needs is missing from the archive".to_string()),
+                    recoverable_from: window.as_ref().map(|_| m.finished_at),
+                    recoverable_until: window.as_ref().and_then(|w| w.0),
+                    wal_until_segment: window.map(|w| w.1),
                 });
             }
             if args.all && args.tag.is_none() {
@@ -118,6 +167,9 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                         tables: None,
                         status: "incomplete".into(),
                         reason: Some(i.reason.clone()),
+                        recoverable_from: None,
+                        recoverable_until: None,
+                        wal_until_segment: None,
                     });
                 }
             }
@@ -149,6 +201,14 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                 r.status,
                 r.tag.clone().or(r.reason.clone()).unwrap_or_default()
             );
+            if let (Some(f), Some(u)) = (r.recoverable_from, r.recoverable_until) {
+                println!(
+                    "    point-in-time window: {} .. {} (WAL to {})",
+                    f.format("%Y-%m-%d %H:%M:%SZ"),
+                    u.format("%Y-%m-%d %H:%M:%SZ"),
+                    r.wal_until_segment.as_deref().unwrap_or("?")
+                );
+            }
         }
     }
     if !errors.is_empty() {

@@ -1,13 +1,16 @@
 //! The command tree. Each subcommand is a thin module: parse, call the engine, print.
 
+pub mod check;
 pub mod completions;
 pub mod list;
 pub mod prune;
+pub mod pitr;
 pub mod restore;
 pub mod run;
 pub mod status;
 pub mod test_restore;
 pub mod verify;
+pub mod wal;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -59,6 +62,14 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Remove backups the retention policy no longer keeps (prints the plan and why).
     Prune(prune::PruneArgs),
+    /// Restore a physical base backup and recover to a point in time (PostgreSQL PITR).
+    Pitr(pitr::PitrArgs),
+    /// archive_command: store a WAL file in every storage of a target (exit 0 only when durable).
+    WalPush(wal::WalPushArgs),
+    /// restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error).
+    WalFetch(wal::WalFetchArgs),
+    /// Check a physical target's WAL archiving end to end (forces a WAL switch).
+    Check(check::CheckArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
     /// Write man pages into a folder.

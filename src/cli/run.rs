@@ -18,7 +18,11 @@ pub struct RunArgs {
 
 pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
     let started = std::time::Instant::now();
-    let res = backup::run(cfg, &args.target, args.tag.as_deref(), ui);
+    let res = if cfg.target(&args.target)?.kind == "physical" {
+        crate::engine::physical::run(cfg, &args.target, args.tag.as_deref(), ui)
+    } else {
+        backup::run(cfg, &args.target, args.tag.as_deref(), ui)
+    };
     crate::engine::watch::after_backup(
         cfg,
         &args.target,

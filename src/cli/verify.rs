@@ -57,23 +57,19 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
             if chosen.is_empty() {
                 missing.push(format!("no backup `{which}` of `{t}` on `{sname}`"));
             }
+            if tcfg.kind == "physical" {
+                ui.info(format!("verifying the WAL archive of {t} on `{sname}`"));
+                let r = crate::engine::wal::verify_archive(s.as_ref(), t, &cat.backups);
+                if !args.json {
+                    print_report(&r, ui);
+                }
+                reports.push(r);
+            }
             for m in chosen {
                 ui.info(format!("verifying {t} {} on `{sname}`", m.id));
                 let r = verify::verify_backup(s.as_ref(), m, engine.as_ref());
                 if !args.json {
-                    println!(
-                        "{} {} {} {}",
-                        if r.ok { "OK  " } else { "FAIL" },
-                        r.target,
-                        r.id,
-                        r.storage
-                    );
-                    for c in &r.checks {
-                        ui.info(format!("  ok: {c}"));
-                    }
-                    for p in &r.problems {
-                        println!("  problem: {p}");
-                    }
+                    print_report(&r, ui);
                 }
                 reports.push(r);
             }
@@ -114,4 +110,20 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
     }
     ui.info(format!("{} backup(s) verified", reports.len()));
     Ok(())
+}
+
+fn print_report(r: &verify::VerifyReport, ui: &Ui) {
+    println!(
+        "{} {} {} {}",
+        if r.ok { "OK  " } else { "FAIL" },
+        r.target,
+        r.id,
+        r.storage
+    );
+    for c in &r.checks {
+        ui.info(format!("  ok: {c}"));
+    }
+    for p in &r.problems {
+        println!("  problem: {p}");
+    }
 }

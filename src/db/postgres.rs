@@ -117,7 +117,7 @@ impl ConnInfo {
         }
     }
 
-    fn apply(&self, cmd: &mut Command) {
+    pub(crate) fn apply(&self, cmd: &mut Command) {
         if let Some(p) = &self.password {
             cmd.env("PGPASSWORD", p);
         }
@@ -228,7 +228,7 @@ fn major_of(v: &str) -> u32 {
 }
 
 /// Looks for a newer tool in Debian's versioned folders when the one on PATH is too old.
-fn newer_tool(name: &str, min_major: u32) -> Option<Tool> {
+pub(crate) fn newer_tool(name: &str, min_major: u32) -> Option<Tool> {
     let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok())
@@ -371,7 +371,7 @@ impl Drop for Psql {
 }
 
 /// Keeps the last 64 KiB of a child's stderr.
-fn spawn_stderr_collector(
+pub(crate) fn spawn_stderr_collector(
     mut stderr: impl Read + Send + 'static,
     buf: Arc<Mutex<String>>,
 ) -> JoinHandle<()> {
@@ -980,6 +980,9 @@ impl LogicalEngine for Postgres {
     }
 
     fn check_artifact(&self, artifact: &mut dyn Read) -> Result<String> {
+        if self.cfg.kind == "physical" {
+            return crate::engine::tar::check_base_backup(artifact);
+        }
         // The artifact says what it is (custom archives start with `PGDMP`), not the
         // target's current `format`: that may have changed since the backup was taken.
         let mut head = vec![0u8; 4096];

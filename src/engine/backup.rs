@@ -13,7 +13,7 @@ use crate::engine::lock::{hostname, Lock};
 use crate::error::Fail;
 use crate::manifest::{self, Artifact, Kind, Manifest, MANIFEST_FILE};
 use crate::storage::{self, ObjectWriter, PutMeta, Storage};
-use crate::ui::Ui;
+use crate::ui::{Progress, Ui};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -42,15 +42,28 @@ pub fn validate_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Storages that failed, with the reason.
+pub type Failures = Vec<(String, String)>;
+pub type Storages = Vec<Box<dyn Storage>>;
+
+/// `local (file:///backups), s3 (s3://bucket/prefix)`.
+pub fn describe_storages(storages: &[Box<dyn Storage>]) -> String {
+    storages
+        .iter()
+        .map(|s| format!("{} ({})", s.name(), s.location()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Writes to every live storage writer; drops a storage that fails.
-struct FanOut<'a> {
+struct FanOut {
     writers: Vec<(String, Option<Box<dyn ObjectWriter>>)>,
-    failed: &'a mut Vec<(String, String)>,
+    failed: Vec<(String, String)>,
     hasher: Sha256,
     bytes: u64,
 }
 
-impl Write for FanOut<'_> {
+impl Write for FanOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.hasher.update(buf);
         self.bytes += buf.len() as u64;
@@ -74,29 +87,228 @@ impl Write for FanOut<'_> {
     }
 }
 
-struct Counting<R> {
-    inner: R,
-    bytes: u64,
-}
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
+/// Copies `source` into `out` in 256 KiB chunks, counting what was read.
+fn pump(
+    source: &mut dyn Read,
+    out: &mut dyn Write,
+    progress: &mut Progress,
+    raw: &mut u64,
+) -> Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = source.read(&mut buf).context("reading the dump")?;
+        if n == 0 {
+            return Ok(());
+        }
+        *raw += n as u64;
+        progress.inc(n as u64);
+        out.write_all(&buf[..n])?;
     }
 }
 
-pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
-    let tcfg = cfg.target(target)?;
+/// One artifact streamed to every storage at once (bounded memory), then committed
+/// with its manifest. Shared by logical dumps and physical base backups.
+pub struct Upload<'s> {
+    storages: &'s [Box<dyn Storage>],
+    key: String,
+    fan: FanOut,
+    /// Bytes read from the source (before compression).
+    pub raw_bytes: u64,
+}
+
+impl<'s> Upload<'s> {
+    /// Opens a writer on every storage; fails only when none accepted.
+    /// `left_out` are storages already excluded (with the reason): they are reported
+    /// as failed at commit, so the run exits non-zero naming them.
+    pub fn start(
+        storages: &'s [Box<dyn Storage>],
+        key: &str,
+        meta: &PutMeta,
+        left_out: Failures,
+    ) -> Result<Upload<'s>> {
+        let mut failed = left_out;
+        let mut writers = Vec::new();
+        for s in storages {
+            match s.create(key, meta) {
+                Ok(w) => writers.push((s.name().to_string(), Some(w))),
+                Err(e) => failed.push((s.name().to_string(), format!("{e:#}"))),
+            }
+        }
+        if writers.is_empty() {
+            bail!(
+                "no storage accepted the backup: {}",
+                describe_failures(&failed)
+            );
+        }
+        Ok(Upload {
+            storages,
+            key: key.to_string(),
+            fan: FanOut {
+                writers,
+                failed,
+                hasher: Sha256::new(),
+                bytes: 0,
+            },
+            raw_bytes: 0,
+        })
+    }
+
+    /// Copies `source` to every storage, gzip-compressed at `gzip` level when set.
+    pub fn copy(
+        &mut self,
+        source: &mut dyn Read,
+        gzip: Option<u32>,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let mut raw = 0u64;
+        let res: Result<()> = (|| {
+            if let Some(level) = gzip {
+                let mut gz =
+                    flate2::write::GzEncoder::new(&mut self.fan, flate2::Compression::new(level));
+                pump(source, &mut gz, progress, &mut raw)
+                    .context("compressing/storing the dump")?;
+                gz.finish().context("finishing compression")?;
+            } else {
+                pump(source, &mut self.fan, progress, &mut raw).context("storing the dump")?;
+            }
+            Ok(())
+        })();
+        self.raw_bytes += raw;
+        res
+    }
+
+    /// Bytes as stored and their SHA-256 (call after `copy`).
+    pub fn stored(&self) -> (u64, String) {
+        (
+            self.fan.bytes,
+            hex::encode(self.fan.hasher.clone().finalize()),
+        )
+    }
+
+    /// Storage failures so far, as one line.
+    pub fn failures(&self) -> String {
+        describe_failures(&self.fan.failed)
+    }
+
+    /// Throws every partial object away.
+    pub fn abort(self) {
+        for (_, w) in self.fan.writers {
+            if let Some(w) = w {
+                w.abort();
+            }
+        }
+    }
+
+    /// Commits with `m` as the manifest; fails when no storage holds the backup.
+    pub fn commit_manifest(
+        self,
+        m: &Manifest,
+        meta: &PutMeta,
+        ui: &Ui,
+    ) -> Result<(Vec<String>, Failures)> {
+        let manifest_bytes = m.to_json()?;
+        let manifest_key = catalog::artifact_key(&m.target, &m.id, MANIFEST_FILE);
+        let (stored_on, failed) = self.commit(&manifest_key, &manifest_bytes, meta, ui);
+        if stored_on.is_empty() {
+            bail!(
+                "backup {} {} failed on every storage: {}",
+                m.target,
+                m.id,
+                describe_failures(&failed)
+            );
+        }
+        Ok((stored_on, failed))
+    }
+
+    /// Completes the artifact on each live storage, then writes the manifest there.
+    /// Returns (stored on, failed).
+    pub fn commit(
+        self,
+        manifest_key: &str,
+        manifest_bytes: &[u8],
+        meta: &PutMeta,
+        ui: &Ui,
+    ) -> (Vec<String>, Failures) {
+        let stored_bytes = self.fan.bytes;
+        let mut failed = self.fan.failed;
+        let mut stored_on = Vec::new();
+        for (name, w) in self.fan.writers {
+            let Some(w) = w else { continue };
+            let s = self
+                .storages
+                .iter()
+                .find(|s| s.name() == name)
+                .expect("storage exists");
+            let res = w
+                .finish()
+                .and_then(|info| {
+                    if info.size != stored_bytes {
+                        Err(anyhow!(
+                            "stored {} bytes but produced {stored_bytes}",
+                            info.size
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|_| s.put(manifest_key, manifest_bytes, meta).map(|_| ()));
+            match res {
+                Ok(()) => {
+                    ui.info(format!(
+                        "stored {} on `{name}` ({})",
+                        crate::duration::bytes(stored_bytes),
+                        s.location()
+                    ));
+                    stored_on.push(name);
+                }
+                Err(e) => {
+                    // No manifest there: remove the artifact so nothing half-made lingers.
+                    let _ = s.delete(&[self.key.clone(), manifest_key.to_string()]);
+                    failed.push((name, format!("{e:#}")));
+                }
+            }
+        }
+        (stored_on, failed)
+    }
+}
+
+/// A new backup id, later than `last` (ids sort by time; two runs within a second
+/// wait a moment rather than reuse one).
+pub fn allocate_id(last: Option<&str>) -> (chrono::DateTime<chrono::Utc>, String) {
+    let mut started = chrono::Utc::now();
+    let mut id = manifest::backup_id(started);
+    while last.is_some_and(|l| l >= id.as_str()) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        started = chrono::Utc::now();
+        id = manifest::backup_id(started);
+    }
+    (started, id)
+}
+
+/// Tags every object of a backup carries (S3 object tags).
+pub fn object_meta(target: &str, engine: &str, id: &str, tag: Option<&str>) -> PutMeta {
+    let mut tags = BTreeMap::new();
+    tags.insert("target".to_string(), target.to_string());
+    tags.insert("engine".to_string(), engine.to_string());
+    tags.insert("backup-id".to_string(), id.to_string());
     if let Some(t) = tag {
-        validate_tag(t)?;
+        tags.insert("tag".to_string(), t.to_string());
     }
-    let _lock = Lock::acquire(&cfg.state_dir(), target, &format!("backup run {target}"))?;
+    PutMeta {
+        tags,
+        metadata: BTreeMap::new(),
+    }
+}
 
-    let mut engine = db::logical_engine(target, tcfg)?;
-    let info = engine.precheck()?;
-    let spec: ArtifactSpec = engine.artifact();
-
+/// Opens a target's storages, checks free space on local ones (against the last
+/// backup's size plus 20%, else `db_size`), and returns the newest backup id there.
+pub fn open_and_check(
+    cfg: &Config,
+    target: &str,
+    db_size: Option<u64>,
+    ui: &Ui,
+) -> Result<(Storages, Option<String>, Failures)> {
+    let tcfg = cfg.target(target)?;
     let storages: Vec<Box<dyn Storage>> = tcfg
         .storages
         .iter()
@@ -109,8 +321,9 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     // left out of this run, which still fails in the end: one storage being down must
     // not cost the backup on the others.
     let mut failed: Vec<(String, String)> = Vec::new();
+    let mut usable: Storages = Vec::new();
     let mut last_id: Option<String> = None;
-    for s in &storages {
+    for s in storages {
         let cat = match catalog::scan(s.as_ref(), target) {
             Ok(c) => c,
             Err(e) => {
@@ -132,7 +345,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
             if let Some(free) = s.free_space() {
                 let need = match cat.backups.last() {
                     Some(m) => m.size_bytes() + m.size_bytes() / 5,
-                    None => info.size_bytes.unwrap_or(0),
+                    None => db_size.unwrap_or(0),
                 };
                 if free < need {
                     bail!(
@@ -146,122 +359,52 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
                 }
             }
         }
+        usable.push(s);
     }
-
-    if failed.len() == storages.len() {
+    if usable.is_empty() {
         bail!(
             "no storage can take the backup: {}",
             describe_failures(&failed)
         );
     }
+    Ok((usable, last_id, failed))
+}
 
-    // Ids sort by time; never reuse one (two runs within a second wait a moment).
-    let mut started = chrono::Utc::now();
-    let mut id = manifest::backup_id(started);
-    while last_id.as_deref().is_some_and(|l| l >= id.as_str()) {
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        started = chrono::Utc::now();
-        id = manifest::backup_id(started);
-    }
-    let mut tags = BTreeMap::new();
-    tags.insert("target".to_string(), target.to_string());
-    tags.insert("engine".to_string(), tcfg.engine.clone());
-    tags.insert("backup-id".to_string(), id.clone());
+pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
+    let tcfg = cfg.target(target)?;
     if let Some(t) = tag {
-        tags.insert("tag".to_string(), t.to_string());
+        validate_tag(t)?;
     }
-    let meta = PutMeta {
-        tags,
-        metadata: BTreeMap::new(),
-    };
+    let _lock = Lock::acquire(&cfg.state_dir(), target, &format!("backup run {target}"))?;
+
+    let mut engine = db::logical_engine(target, tcfg)?;
+    let info = engine.precheck()?;
+    let spec: ArtifactSpec = engine.artifact();
+
+    let (storages, last_id, left_out) = open_and_check(cfg, target, info.size_bytes, ui)?;
+
+    let (started, id) = allocate_id(last_id.as_deref());
+    let meta = object_meta(target, &tcfg.engine, &id, tag);
     ui.info(format!(
         "backup {target} {id}: {} of database {} ({}) to {}",
         spec.content,
         info.database.as_deref().unwrap_or("?"),
         crate::duration::bytes(info.size_bytes.unwrap_or(0)),
-        storages
-            .iter()
-            .filter(|s| !failed.iter().any(|(n, _)| n == s.name()))
-            .map(|s| format!("{} ({})", s.name(), s.location()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe_storages(&storages)
     ));
 
     let key = catalog::artifact_key(target, &id, &spec.name);
-    let mut writers = Vec::new();
-    for s in &storages {
-        if failed.iter().any(|(n, _)| n == s.name()) {
-            continue;
-        }
-        match s.create(&key, &meta) {
-            Ok(w) => writers.push((s.name().to_string(), Some(w))),
-            Err(e) => failed.push((s.name().to_string(), format!("{e:#}"))),
-        }
-    }
-    if writers.is_empty() {
-        bail!(
-            "no storage accepted the backup: {}",
-            describe_failures(&failed)
-        );
-    }
-
-    let dump = engine.start_dump()?;
+    let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
+    let mut dump = engine.start_dump()?;
     let mut progress = ui.progress(&format!("{target} {id}"), None);
-    let mut source = Counting {
-        inner: dump,
-        bytes: 0,
-    };
-    let mut fan = FanOut {
-        writers,
-        failed: &mut failed,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
     let level = tcfg.compression_level.unwrap_or(6);
-    let copy_result: Result<()> = (|| {
-        let mut buf = vec![0u8; 256 * 1024];
-        if spec.gzip {
-            let mut gz = flate2::write::GzEncoder::new(&mut fan, flate2::Compression::new(level));
-            loop {
-                let n = source.read(&mut buf).context("reading the dump")?;
-                if n == 0 {
-                    break;
-                }
-                progress.inc(n as u64);
-                gz.write_all(&buf[..n])
-                    .context("compressing/storing the dump")?;
-            }
-            gz.finish().context("finishing compression")?;
-        } else {
-            loop {
-                let n = source.read(&mut buf).context("reading the dump")?;
-                if n == 0 {
-                    break;
-                }
-                progress.inc(n as u64);
-                fan.write_all(&buf[..n]).context("storing the dump")?;
-            }
-        }
-        Ok(())
-    })();
+    let copy_result = upload.copy(&mut dump, spec.gzip.then_some(level), &mut progress);
     progress.finish();
-    let raw_bytes = source.bytes;
-    let dump = source.inner;
-    let FanOut {
-        writers,
-        hasher,
-        bytes: stored_bytes,
-        ..
-    } = fan;
 
     if let Err(e) = copy_result {
         dump.kill();
-        for (_, w) in writers {
-            if let Some(w) = w {
-                w.abort();
-            }
-        }
-        let storage_errors = describe_failures(&failed);
+        let storage_errors = upload.failures();
+        upload.abort();
         return Err(e.context(if storage_errors.is_empty() {
             format!("backup {target} {id} failed; nothing was kept")
         } else {
@@ -272,15 +415,12 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     let facts = match dump.finish() {
         Ok(f) => f,
         Err(e) => {
-            for (_, w) in writers {
-                if let Some(w) = w {
-                    w.abort();
-                }
-            }
+            upload.abort();
             return Err(e.context(format!("backup {target} {id} failed; nothing was kept")));
         }
     };
-    let sha256 = hex::encode(hasher.finalize());
+    let (stored_bytes, sha256) = upload.stored();
+    let raw_bytes = upload.raw_bytes;
     let finished = chrono::Utc::now();
 
     let mut versions = info.versions.clone();
@@ -314,51 +454,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         depends_on: vec![],
         host: hostname(),
     };
-    let manifest_bytes = m.to_json()?;
-    let manifest_key = catalog::artifact_key(target, &id, MANIFEST_FILE);
-
-    let mut stored_on = Vec::new();
-    for (name, w) in writers {
-        let Some(w) = w else { continue };
-        let s = storages
-            .iter()
-            .find(|s| s.name() == name)
-            .expect("storage exists");
-        let res = w
-            .finish()
-            .and_then(|info| {
-                if info.size != stored_bytes {
-                    Err(anyhow!(
-                        "stored {} bytes but produced {stored_bytes}",
-                        info.size
-                    ))
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|_| s.put(&manifest_key, &manifest_bytes, &meta).map(|_| ()));
-        match res {
-            Ok(()) => {
-                ui.info(format!(
-                    "stored {} on `{name}` ({})",
-                    crate::duration::bytes(stored_bytes),
-                    s.location()
-                ));
-                stored_on.push(name);
-            }
-            Err(e) => {
-                // No manifest there: remove the artifact so nothing half-made lingers.
-                let _ = s.delete(&[key.clone(), manifest_key.clone()]);
-                failed.push((name, format!("{e:#}")));
-            }
-        }
-    }
-    if stored_on.is_empty() {
-        bail!(
-            "backup {target} {id} failed on every storage: {}",
-            describe_failures(&failed)
-        );
-    }
+    let (stored_on, failed) = upload.commit_manifest(&m, &meta, ui)?;
     Ok(RunOutcome {
         manifest: m,
         stored_on,

@@ -1,0 +1,585 @@
+//! The WAL archive: `wal-push` (archive_command), `wal-fetch` (restore_command), and
+//! reading the archive back for PITR, `list` and `verify`.
+//!
+//! Layout (per target, on every storage of the target):
+//! ```text
+//! <target>/wal/<timeline, 8 hex>/<file name>.gz
+//! ```
+//! e.g. `pg/wal/00000001/000000010000000000000003.gz`, `pg/wal/00000002/00000002.history.gz`.
+//! Each object is gzip (level 1) of the file PostgreSQL handed over; the SHA-256 of
+//! the raw file is in the gzip header comment (`sha256=<hex>`) and in the object's
+//! metadata (`sha256`), so a fetch verifies it without a second request and a re-push
+//! compares without downloading. The hot path never lists and never locks: one
+//! conditional put per storage (create-if-absent), one GET on fetch.
+
+use crate::config::Config;
+use crate::storage::{self, AlreadyExists, PutMeta, Storage};
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::Path;
+use thiserror::Error;
+
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
+
+/// A different file already sits under this name: never overwritten.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct WalConflict(pub String);
+
+/// `0/2000028` -> 0x2000028.
+pub fn parse_lsn(s: &str) -> Result<u64> {
+    let (hi, lo) = s.trim().split_once('/').ok_or_else(|| {
+        anyhow!("`{s}` is not an LSN (write it as in pg_current_wal_lsn(), e.g. 0/3000060)")
+    })?;
+    let hi = u64::from_str_radix(hi, 16).map_err(|_| anyhow!("`{s}` is not an LSN"))?;
+    let lo = u64::from_str_radix(lo, 16).map_err(|_| anyhow!("`{s}` is not an LSN"))?;
+    if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
+        bail!("`{s}` is not an LSN");
+    }
+    Ok((hi << 32) | lo)
+}
+
+pub fn format_lsn(v: u64) -> String {
+    format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff)
+}
+
+fn segs_per_id(seg_size: u64) -> u64 {
+    0x1_0000_0000 / seg_size
+}
+
+pub fn segment_name(tli: u32, segno: u64, seg_size: u64) -> String {
+    let per = segs_per_id(seg_size);
+    format!("{:08X}{:08X}{:08X}", tli, segno / per, segno % per)
+}
+
+/// The segment holding the byte at `lsn`.
+pub fn segno_of(lsn: u64, seg_size: u64) -> u64 {
+    lsn / seg_size
+}
+
+/// `000000010000000000000003` -> (1, 3). Only plain segment names.
+pub fn parse_segment(name: &str, seg_size: u64) -> Option<(u32, u64)> {
+    if name.len() != 24 || !name.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let tli = u32::from_str_radix(&name[0..8], 16).ok()?;
+    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+    Some((tli, log * segs_per_id(seg_size) + seg))
+}
+
+/// File names PostgreSQL archives: segments, `.partial`, `.backup`, `.history`.
+pub fn is_archive_name(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    if hex(name, 24) {
+        return true;
+    }
+    if let Some(base) = name.strip_suffix(".partial") {
+        return hex(base, 24);
+    }
+    if let Some(base) = name.strip_suffix(".history") {
+        return hex(base, 8);
+    }
+    if let Some(base) = name.strip_suffix(".backup") {
+        return base.len() == 33
+            && hex(&base[..24], 24)
+            && &base[24..25] == "."
+            && hex(&base[25..], 8);
+    }
+    false
+}
+
+pub fn wal_prefix(target: &str) -> String {
+    format!("{target}/wal/")
+}
+
+pub fn wal_key(target: &str, name: &str) -> String {
+    format!("{target}/wal/{}/{name}.gz", &name[..8])
+}
+
+/// Storages of a target, local ones first (faster to read).
+pub fn open_storages(cfg: &Config, target: &str) -> Result<Vec<Box<dyn Storage>>> {
+    let tcfg = cfg.target(target)?;
+    let mut names = tcfg.storages.clone();
+    names.sort_by_key(|n| {
+        !matches!(
+            cfg.storages.get(n),
+            Some(crate::config::StorageConfig::Local { .. })
+        )
+    });
+    names.iter().map(|n| storage::open(cfg, n)).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Stored (durably) on every storage.
+    Stored,
+    /// Every storage already held an identical copy (a re-push after a crash).
+    AlreadyArchived,
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Stored SHA-256 of an archived file: from metadata, else by reading it back.
+fn stored_sha(s: &dyn Storage, key: &str) -> Result<String> {
+    if let Some(h) = s.metadata(key)?.get("sha256") {
+        return Ok(h.clone());
+    }
+    let r = s.open(key)?;
+    let mut dec = flate2::read::MultiGzDecoder::new(r);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = dec.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// archive_command: store `path` in every storage of the target; Ok only when it is
+/// durable everywhere.
+pub fn push(cfg: &Config, target: &str, path: &Path) -> Result<PushOutcome> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?
+        .to_string();
+    if !is_archive_name(&name) {
+        bail!(
+            "`{name}` is not a WAL file name (segment, .partial, .backup or .history); archive_command must pass %p"
+        );
+    }
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let sha = sha_hex(&data);
+    let mut gz = flate2::GzBuilder::new()
+        .comment(format!("sha256={sha}"))
+        .write(
+            Vec::with_capacity(data.len() / 4),
+            flate2::Compression::fast(),
+        );
+    gz.write_all(&data)?;
+    let packed = gz.finish()?;
+    let mut meta = PutMeta::default();
+    meta.metadata.insert("sha256".into(), sha.clone());
+    meta.metadata
+        .insert("raw-size".into(), data.len().to_string());
+    let key = wal_key(target, &name);
+    let storages = open_storages(cfg, target)?;
+    // Every storage at once: the slowest one sets the pace, not their sum.
+    let results: Vec<(String, Result<bool>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = storages
+            .iter()
+            .map(|s| {
+                let (key, packed, meta, sha, name) = (&key, &packed, &meta, &sha, &name);
+                sc.spawn(move || {
+                    // Some S3-compatible stores ignore `If-None-Match: *` (garage): look
+                    // first, so a different segment is never overwritten there either.
+                    let exists = if s.is_local() {
+                        Ok(false)
+                    } else {
+                        s.head(key).map(|h| h.is_some())
+                    };
+                    let put = match exists {
+                        Ok(true) => Err(anyhow::Error::new(AlreadyExists(key.clone()))),
+                        Ok(false) => s.put_if_absent(key, packed, meta),
+                        Err(e) => Err(e),
+                    };
+                    let r = match put {
+                        Ok(_) => Ok(true),
+                        Err(e) if e.chain().any(|c| c.downcast_ref::<AlreadyExists>().is_some()) => {
+                            match stored_sha(s.as_ref(), key) {
+                                Ok(h) if &h == sha => Ok(false),
+                                Ok(h) => Err(anyhow::Error::new(WalConflict(format!(
+                                    "refusing to overwrite {name} on storage `{}` ({}): the archived copy differs \
+                                     (archived sha256 {h}, new sha256 {sha}); two clusters may be archiving into \
+                                     target `{target}` (after a failover or a restore): give each cluster its own target",
+                                    s.name(),
+                                    s.location()
+                                )))),
+                                Err(e) => Err(e.context(format!(
+                                    "{name} exists on storage `{}` but its checksum cannot be read",
+                                    s.name()
+                                ))),
+                            }
+                        }
+                        Err(e) => Err(e.context(format!(
+                            "storing {name} on storage `{}` ({})",
+                            s.name(),
+                            s.location()
+                        ))),
+                    };
+                    (s.name().to_string(), r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| ("?".into(), Err(anyhow!("push thread panicked"))))
+            })
+            .collect()
+    });
+    let mut stored_any = false;
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    for (_, r) in results {
+        match r {
+            Ok(stored) => stored_any |= stored,
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(first) = errors.into_iter().reduce(|a, b| {
+        // A conflict is the most important thing to report.
+        if b.chain().any(|c| c.downcast_ref::<WalConflict>().is_some()) {
+            b
+        } else {
+            a
+        }
+    }) {
+        return Err(first);
+    }
+    Ok(if stored_any {
+        PushOutcome::Stored
+    } else {
+        PushOutcome::AlreadyArchived
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// Fetched from this storage, checksum verified, in place.
+    Fetched(String),
+    /// No storage has it (every storage answered).
+    Missing,
+}
+
+/// restore_command: fetch `name` into `dest`. An Err means a storage or checksum
+/// problem (recovery must stop), not a missing file.
+pub fn fetch(cfg: &Config, target: &str, name: &str, dest: &Path) -> Result<FetchOutcome> {
+    if !is_archive_name(name) {
+        // PostgreSQL asks only for names like these; anything else is a setup error.
+        bail!("`{name}` is not a WAL file name; restore_command must pass %f %p");
+    }
+    let key = wal_key(target, name);
+    let storages = open_storages(cfg, target)?;
+    let mut errors = Vec::new();
+    for s in &storages {
+        match fetch_one(s.as_ref(), &key, dest) {
+            Ok(true) => return Ok(FetchOutcome::Fetched(s.name().to_string())),
+            Ok(false) => {}
+            Err(e) => errors.push(format!("storage `{}` ({}): {e:#}", s.name(), s.location())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(FetchOutcome::Missing)
+    } else {
+        bail!("fetching {name}: {}", errors.join("; "))
+    }
+}
+
+/// Ok(false): not on this storage.
+fn fetch_one(s: &dyn Storage, key: &str, dest: &Path) -> Result<bool> {
+    let r = match s.open(key) {
+        Ok(r) => r,
+        Err(e) if storage::is_not_found(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let file_name = dest
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.wal-fetch-{}", std::process::id()));
+    let res = (|| -> Result<()> {
+        let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 20, r));
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 18];
+        loop {
+            let n = dec.read(&mut buf).context("reading/decompressing")?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            f.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", tmp.display()))?;
+        }
+        let got = hex::encode(h.finalize());
+        let want = dec
+            .header()
+            .and_then(|hd| hd.comment())
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.strip_prefix("sha256="))
+            .map(str::to_string);
+        let want = match want {
+            Some(w) => w,
+            None => s
+                .metadata(key)?
+                .get("sha256")
+                .cloned()
+                .ok_or_else(|| anyhow!("{key} carries no checksum"))?,
+        };
+        if got != want {
+            bail!("checksum mismatch for {key}: stored sha256 {want}, read {got} (damaged archive copy)");
+        }
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map(|_| true)
+}
+
+/// What the archive holds for a target.
+#[derive(Debug, Default, Clone)]
+pub struct Archive {
+    /// timeline -> segment numbers present.
+    pub segments: BTreeMap<u32, BTreeSet<u64>>,
+    /// timeline -> upload time of each segment (for the recoverable window).
+    pub modified: BTreeMap<(u32, u64), chrono::DateTime<chrono::Utc>>,
+    pub histories: BTreeSet<u32>,
+}
+
+impl Archive {
+    pub fn merge(&mut self, other: Archive) {
+        for (t, s) in other.segments {
+            self.segments.entry(t).or_default().extend(s);
+        }
+        self.modified.extend(other.modified);
+        self.histories.extend(other.histories);
+    }
+
+    /// The first missing segment on `tli` in `from..=to`.
+    pub fn first_gap(&self, tli: u32, from: u64, to: u64) -> Option<u64> {
+        let have = self.segments.get(&tli);
+        (from..=to).find(|n| !have.is_some_and(|h| h.contains(n)))
+    }
+
+    /// The last segment of the unbroken run starting at `from` on `tli`.
+    pub fn contiguous_end(&self, tli: u32, from: u64) -> Option<u64> {
+        let have = self.segments.get(&tli)?;
+        if !have.contains(&from) {
+            return None;
+        }
+        let mut n = from;
+        while have.contains(&(n + 1)) {
+            n += 1;
+        }
+        Some(n)
+    }
+}
+
+pub fn scan(s: &dyn Storage, target: &str, seg_size: u64) -> Result<Archive> {
+    let mut a = Archive::default();
+    let prefix = wal_prefix(target);
+    for o in s.list(&prefix)? {
+        let Some(file) = o.key.rsplit('/').next() else {
+            continue;
+        };
+        let Some(name) = file.strip_suffix(".gz") else {
+            continue;
+        };
+        if let Some((tli, segno)) = parse_segment(name, seg_size) {
+            a.segments.entry(tli).or_default().insert(segno);
+            if let Some(m) = o.modified {
+                a.modified.insert((tli, segno), m);
+            }
+        } else if let Some(t) = name.strip_suffix(".history") {
+            if let Ok(t) = u32::from_str_radix(t, 16) {
+                a.histories.insert(t);
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// `verify` of the WAL archive on one storage: per timeline, every segment from the
+/// oldest base backup's start (or the timeline's first segment) to the newest one.
+pub fn verify_archive(
+    s: &dyn Storage,
+    target: &str,
+    backups: &[crate::manifest::Manifest],
+) -> crate::engine::verify::VerifyReport {
+    let physical: Vec<_> = backups.iter().filter(|m| m.wal.is_some()).collect();
+    let seg = physical
+        .last()
+        .map(|m| crate::engine::physical::seg_size_of(m))
+        .unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let mut checks = Vec::new();
+    let mut problems = Vec::new();
+    match scan(s, target, seg) {
+        Err(e) => problems.push(format!("listing the WAL archive: {e:#}")),
+        Ok(a) => {
+            if a.segments.is_empty() && !physical.is_empty() {
+                problems.push(
+                    "the WAL archive is empty: is archive_command calling `backup wal-push`?"
+                        .into(),
+                );
+            }
+            for (tli, have) in &a.segments {
+                let (Some(&first), Some(&last)) = (have.iter().next(), have.iter().next_back())
+                else {
+                    continue;
+                };
+                // Start where the oldest base backup on this timeline needs WAL from.
+                let from = physical
+                    .iter()
+                    .filter_map(|m| {
+                        let w = m.wal.as_ref()?;
+                        (w.timeline == *tli)
+                            .then(|| parse_segment(&w.start_segment, seg).map(|x| x.1))?
+                    })
+                    .min()
+                    .unwrap_or(first);
+                match a.first_gap(*tli, from, last) {
+                    Some(g) => problems.push(format!(
+                        "WAL timeline {tli}: first missing segment {} (the archive holds {}..{}); \
+                         recovery cannot pass it",
+                        segment_name(*tli, g, seg),
+                        segment_name(*tli, first, seg),
+                        segment_name(*tli, last, seg)
+                    )),
+                    None => checks.push(format!(
+                        "WAL timeline {tli}: continuous {}..{} ({} segments)",
+                        segment_name(*tli, from, seg),
+                        segment_name(*tli, last, seg),
+                        last + 1 - from
+                    )),
+                }
+            }
+            for m in &physical {
+                let w = m.wal.as_ref().expect("filtered");
+                let (Some(st), Some(sp)) = (
+                    parse_segment(&w.start_segment, seg),
+                    parse_segment(&w.stop_segment, seg),
+                ) else {
+                    continue;
+                };
+                if let Some(g) = a.first_gap(w.timeline, st.1, sp.1) {
+                    problems.push(format!(
+                        "base backup {} cannot be restored: its WAL segment {} is missing",
+                        m.id,
+                        segment_name(w.timeline, g, seg)
+                    ));
+                }
+            }
+        }
+    }
+    crate::engine::verify::VerifyReport {
+        target: target.to_string(),
+        id: "wal".into(),
+        storage: s.name().to_string(),
+        ok: problems.is_empty(),
+        checks,
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_and_segment_arithmetic() {
+        let l = parse_lsn("0/2000028").unwrap();
+        assert_eq!(l, 0x2000028);
+        assert_eq!(format_lsn(l), "0/2000028");
+        let s = DEFAULT_SEGMENT_SIZE;
+        assert_eq!(
+            segment_name(1, segno_of(l, s), s),
+            "000000010000000000000002"
+        );
+        let big = parse_lsn("1/FF000000").unwrap();
+        assert_eq!(
+            segment_name(3, segno_of(big, s), s),
+            "0000000300000001000000FF"
+        );
+        assert_eq!(
+            parse_segment("0000000300000001000000FF", s),
+            Some((3, segno_of(big, s)))
+        );
+        // 1 GiB segments: 4 per xlogid
+        let g = 1 << 30;
+        assert_eq!(segment_name(1, 5, g), "000000010000000100000001");
+        assert!(parse_lsn("nonsense").is_err());
+    }
+
+    #[test]
+    fn archive_names() {
+        for ok in [
+            "000000010000000000000003",
+            "000000010000000000000003.partial",
+            "00000002.history",
+            "000000010000000000000002.00000028.backup",
+        ] {
+            assert!(is_archive_name(ok), "{ok}");
+        }
+        for bad in [
+            "../x",
+            "00000002.history.gz",
+            "RECOVERYXLOG",
+            "0000000100000000000000",
+        ] {
+            assert!(!is_archive_name(bad), "{bad}");
+        }
+        assert_eq!(
+            wal_key("pg", "00000002.history"),
+            "pg/wal/00000002/00000002.history.gz"
+        );
+    }
+
+    #[test]
+    fn push_fetch_round_trip_and_conflict() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config::parse(
+            &format!(
+                "[storages.l]\ntype=\"local\"\npath=\"{}\"\n[targets.pg]\nengine=\"postgres\"\nkind=\"physical\"\nstorages=[\"l\"]\n",
+                d.path().join("repo").display()
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let seg = d.path().join("000000010000000000000001");
+        std::fs::write(&seg, vec![7u8; 100_000]).unwrap();
+        assert_eq!(push(&cfg, "pg", &seg).unwrap(), PushOutcome::Stored);
+        assert_eq!(
+            push(&cfg, "pg", &seg).unwrap(),
+            PushOutcome::AlreadyArchived
+        );
+        let other = d.path().join("x").join("000000010000000000000001");
+        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+        std::fs::write(&other, vec![8u8; 100_000]).unwrap();
+        let e = push(&cfg, "pg", &other).unwrap_err();
+        assert!(
+            e.chain().any(|c| c.downcast_ref::<WalConflict>().is_some()),
+            "{e:#}"
+        );
+        let dest = d.path().join("out");
+        assert_eq!(
+            fetch(&cfg, "pg", "000000010000000000000001", &dest).unwrap(),
+            FetchOutcome::Fetched("l".into())
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 100_000]);
+        assert_eq!(
+            fetch(&cfg, "pg", "000000010000000000000002", &dest).unwrap(),
+            FetchOutcome::Missing
+        );
+    }
+}

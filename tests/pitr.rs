@@ -1,0 +1,673 @@
+//! Point-in-time recovery against real temporary PostgreSQL clusters: physical base
+//! backups, WAL archived by the server itself through `backup wal-push`, and
+//! `backup pitr --start` bringing up a restored cluster that replays it.
+//!
+//! When the tests run as root the servers run as the `postgres` OS user, so the test
+//! workspace is opened up (0777) for that user to read the config and write the repo.
+
+mod common;
+
+use common::{pg_bin, Env, Moto, Pg};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn open_up(p: &Path) {
+    if is_root() {
+        Command::new("chmod")
+            .arg("-R")
+            .arg("0777")
+            .arg(p)
+            .status()
+            .unwrap();
+    }
+}
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("backup")
+}
+
+fn config(repo: &Path, url: &str) -> String {
+    format!(
+        r#"
+[storages.local]
+type = "local"
+path = "{}"
+
+[targets.pg]
+engine = "postgres"
+kind = "physical"
+url = "{url}"
+storages = ["local"]
+compression_level = 1
+"#,
+        repo.display()
+    )
+}
+
+/// A cluster archiving into `env`'s repo through `backup wal-push pg %p`.
+fn archiving_cluster(env: &Env) -> Pg {
+    // The server (the postgres OS user) archives into the same repo that `backup run`
+    // (root here) writes: the target's folder must be writable by both.
+    std::fs::create_dir_all(env.repo().join("pg/wal")).unwrap();
+    let repo = env.repo();
+    archiving_cluster_with(env, |url| config(&repo, url))
+}
+
+/// A cluster archiving through `wal-push pg` with the config `config(url)`.
+fn archiving_cluster_with(env: &Env, config: impl Fn(&str) -> String) -> Pg {
+    let cfg = env.write_config(&config("postgresql://postgres@127.0.0.1:1/postgres"));
+    open_up(env.path());
+    let archive = format!(
+        "archive_command='{} --config {} wal-push pg %p'",
+        bin().display(),
+        cfg.display()
+    );
+    let pg = Pg::start_with(&[
+        "wal_level=replica",
+        "archive_mode=on",
+        &archive,
+        "max_wal_senders=5",
+    ]);
+    env.write_config(&config(&pg.url("postgres")));
+    open_up(env.path());
+    pg
+}
+
+/// Switches WAL and waits until the server has archived that segment.
+fn archive_now(pg: &Pg) {
+    let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    let t = Instant::now();
+    loop {
+        let last = pg.sql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        if last.as_str() >= seg.as_str() {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "segment {seg} not archived (last {last}); server log: {}",
+            std::fs::read_to_string(pg.dir.path().join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A restored cluster started by `pitr --start`; stopped on drop.
+struct Restored {
+    data: PathBuf,
+    port: u16,
+}
+
+impl Restored {
+    fn sql(&self, sql: &str) -> String {
+        let out = Command::new(pg_bin().join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(format!(
+                "postgresql://postgres@127.0.0.1:{}/postgres",
+                self.port
+            ))
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(pg_bin().join("pg_ctl"));
+            c
+        } else {
+            Command::new(pg_bin().join("pg_ctl"))
+        };
+        let _ = c
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .output();
+    }
+}
+
+fn pitr(env: &Env, name: &str, goal: &[&str]) -> (Restored, String) {
+    let data = env.path().join(name);
+    let port = common::free_port();
+    let mut args = vec!["pitr", "pg"];
+    args.extend_from_slice(goal);
+    let d = data.display().to_string();
+    let p = port.to_string();
+    args.extend_from_slice(&[
+        "--data-dir",
+        &d,
+        "--start",
+        "--port",
+        &p,
+        "--timeout",
+        "120s",
+    ]);
+    let restored = Restored { data, port };
+    let out = env.ok(&args);
+    (restored, out)
+}
+
+fn rows(r: &Restored) -> String {
+    r.sql("SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM t")
+}
+
+#[test]
+fn pitr_round_trips_to_time_name_lsn_xid_and_immediate() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env);
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, label text)",
+    );
+    let run = env.ok(&["run", "pg", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&run).unwrap();
+    assert_eq!(v["kind"], "physical");
+    let id = v["id"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.repo().join("pg").join(&id).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let wal = &manifest["wal"];
+    assert_eq!(wal["timeline"], 1);
+    assert!(wal["start_segment"]
+        .as_str()
+        .unwrap()
+        .starts_with("00000001"));
+    assert!(!wal["stop_lsn"].as_str().unwrap().is_empty());
+    assert!(manifest["database"]["extra"]["backup_label"]
+        .as_str()
+        .unwrap()
+        .contains("START WAL LOCATION"));
+    assert!(env.repo().join("pg").join(&id).join("base.tar.gz").exists());
+    let before_backup = "2000-01-01T00:00:00Z";
+
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.sql("postgres", "INSERT INTO t VALUES (1, 'a')");
+    std::thread::sleep(Duration::from_millis(300));
+    let t1 = pg.sql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    pg.sql("postgres", "INSERT INTO t VALUES (2, 'b')");
+    pg.sql("postgres", "SELECT pg_create_restore_point('before_3')");
+    pg.sql("postgres", "INSERT INTO t VALUES (3, 'c')");
+    let lsn = pg.sql("postgres", "SELECT pg_current_wal_insert_lsn()");
+    let xid = pg.sql(
+        "postgres",
+        "BEGIN; INSERT INTO t VALUES (4, 'd'); SELECT txid_current(); COMMIT;",
+    );
+    pg.sql("postgres", "INSERT INTO t VALUES (5, 'e')");
+    archive_now(&pg);
+
+    // The archive as PostgreSQL left it: continuous, and verify says so.
+    let out = env.ok(&["verify", "pg"]);
+    assert!(out.contains("OK   pg wal local"), "{out}");
+    assert!(out.contains(&format!("OK   pg {id} local")), "{out}");
+    let list = env.ok(&["list", "pg", "--json"]);
+    let l: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert!(l[0]["recoverable_until"].is_string(), "{list}");
+
+    let (r, out) = pitr(&env, "r-time", &["--target-time", &t1]);
+    assert!(out.contains("recovery stopped"), "{out}");
+    assert_eq!(rows(&r), "1");
+    assert_eq!(r.sql("SELECT pg_is_in_recovery()"), "f");
+    drop(r);
+
+    let (r, _) = pitr(&env, "r-name", &["--target-name", "before_3"]);
+    assert_eq!(rows(&r), "1,2");
+    drop(r);
+
+    let (r, _) = pitr(&env, "r-lsn", &["--target-lsn", &lsn]);
+    assert_eq!(rows(&r), "1,2,3");
+    drop(r);
+
+    let (r, _) = pitr(&env, "r-xid", &["--target-xid", &xid]);
+    assert_eq!(rows(&r), "1,2,3,4");
+    drop(r);
+
+    let (r, _) = pitr(&env, "r-immediate", &["--target-immediate"]);
+    assert_eq!(rows(&r), "");
+    drop(r);
+
+    // A target before the oldest base backup is refused, and nothing is written.
+    let d = env.path().join("r-early");
+    let (code, _, err) = env.run(&[
+        "pitr",
+        "pg",
+        "--target-time",
+        before_backup,
+        "--data-dir",
+        d.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no base backup of `pg` ends before the target"),
+        "{err}"
+    );
+    assert!(!d.join("PG_VERSION").exists());
+
+    // A non-empty data directory is refused.
+    let (code, _, err) = env.run(&[
+        "pitr",
+        "pg",
+        "--target-immediate",
+        "--data-dir",
+        env.path().join("r-time").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not empty"), "{err}");
+}
+
+#[test]
+fn a_missing_wal_segment_is_named_by_verify_and_refused_by_pitr() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env);
+    pg.sql("postgres", "CREATE TABLE t (id int)");
+    env.ok(&["run", "pg"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..4 {
+        pg.sql("postgres", &format!("INSERT INTO t VALUES ({i})"));
+        archive_now(&pg);
+    }
+    let target = pg.sql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    pg.sql("postgres", "INSERT INTO t VALUES (99)");
+    archive_now(&pg);
+    let dir = env.repo().join("pg/wal/00000001");
+    let mut segs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() == 27 && n.ends_with(".gz"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 5, "{segs:?}");
+    let victim = segs[segs.len() - 3].clone();
+    std::fs::remove_file(dir.join(&victim)).unwrap();
+    let victim = victim.trim_end_matches(".gz").to_string();
+
+    let (code, out, err) = env.run(&["verify", "pg"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains(&format!("first missing segment {victim}")),
+        "{out}"
+    );
+
+    let d = env.path().join("r");
+    let (code, _, err) = env.run(&[
+        "pitr",
+        "pg",
+        "--target-time",
+        &target,
+        "--data-dir",
+        d.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains(&victim) && err.contains("gap"), "{err}");
+    assert!(!d.join("PG_VERSION").exists());
+}
+
+fn segment(dir: &Path, name: &str, byte: u8) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(dir).unwrap();
+    let mut data = vec![byte; 16 * 1024 * 1024];
+    data[..8].copy_from_slice(b"walwalwa");
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+#[test]
+fn wal_push_is_idempotent_and_never_overwrites() {
+    let env = Env::new();
+    env.write_config(&config(
+        &env.repo(),
+        "postgresql://postgres@127.0.0.1:1/postgres",
+    ));
+    let seg = segment(&env.path().join("a"), "000000010000000000000007", 1);
+    env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
+    env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
+    let other = segment(&env.path().join("b"), "000000010000000000000007", 2);
+    let (code, _, err) = env.run(&["wal-push", "pg", other.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("refusing to overwrite 000000010000000000000007"),
+        "{err}"
+    );
+    // The archived copy is still the first one.
+    let dest = env.path().join("fetched");
+    env.ok(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000007",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&seg).unwrap());
+    // History, backup and partial files go through too.
+    for n in [
+        "00000002.history",
+        "000000010000000000000007.00000028.backup",
+        "000000010000000000000008.partial",
+    ] {
+        let p = env.path().join("c").join(n);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("content of {n}")).unwrap();
+        env.ok(&["wal-push", "pg", p.to_str().unwrap()]);
+        let d = env.path().join(format!("got-{n}"));
+        env.ok(&["wal-fetch", "pg", n, d.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read_to_string(&d).unwrap(),
+            format!("content of {n}")
+        );
+    }
+}
+
+#[test]
+fn wal_fetch_exit_codes_missing_damaged_and_storage_down() {
+    let env = Env::new();
+    env.write_config(&config(
+        &env.repo(),
+        "postgresql://postgres@127.0.0.1:1/postgres",
+    ));
+    let dest = env.path().join("x");
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000009",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!dest.exists());
+
+    // A damaged archive copy is a checksum error, not "missing".
+    let seg = segment(&env.path().join("a"), "00000001000000000000000A", 3);
+    env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
+    let key = env
+        .repo()
+        .join("pg/wal/00000001/00000001000000000000000A.gz");
+    let mut other = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut other, b"not the segment").unwrap();
+    let packed = other.finish().unwrap();
+    // Keep the original header (with its sha256 comment) but swap the body.
+    std::fs::write(&key, {
+        let orig = std::fs::read(&key).unwrap();
+        let hdr_end = 10 + orig[10..].iter().position(|&b| b == 0).unwrap() + 1;
+        let mut v = orig[..hdr_end].to_vec();
+        v[3] |= 0x10; // FCOMMENT stays set
+        v.extend_from_slice(&packed[10..]);
+        v
+    })
+    .unwrap();
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "00000001000000000000000A",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(!dest.exists());
+
+    // A local storage whose path cannot be read (a file where the folder should be).
+    let broken = env.path().join("not-a-dir");
+    std::fs::write(&broken, "x").unwrap();
+    env.write_config(&config(
+        &broken,
+        "postgresql://postgres@127.0.0.1:1/postgres",
+    ));
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000009",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 126, "{err}");
+
+    // S3: missing is 1 while the server is up, 126 once it is down.
+    let moto = Moto::start();
+    moto.create_bucket("wal");
+    env.write_config(&format!(
+        r#"
+[storages.s3]
+type = "s3"
+bucket = "wal"
+endpoint = "{}"
+force_path_style = true
+region = "us-east-1"
+max_attempts = 1
+
+[targets.pg]
+engine = "postgres"
+kind = "physical"
+storages = ["s3"]
+"#,
+        moto.endpoint()
+    ));
+    env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
+    env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
+    let other = segment(&env.path().join("b"), "00000001000000000000000A", 4);
+    let (code, _, _) = env.run(&["wal-push", "pg", other.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    env.ok(&[
+        "wal-fetch",
+        "pg",
+        "00000001000000000000000A",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&seg).unwrap());
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000009",
+        env.path().join("y").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    drop(moto);
+    let (code, _, err) = env.run(&[
+        "wal-fetch",
+        "pg",
+        "000000010000000000000009",
+        env.path().join("y").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 126, "{err}");
+}
+
+fn now_utc(pg_sql: impl Fn(&str) -> String) -> String {
+    pg_sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+}
+
+fn as_postgres(prog: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
+#[test]
+fn pitr_after_a_promotion_follows_the_new_timeline() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env);
+    pg.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY)");
+    let b1 = env.ok(&["run", "pg"]).trim().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.sql("postgres", "INSERT INTO t VALUES (1)");
+    let t1 = now_utc(|q| pg.sql("postgres", q));
+    pg.sql("postgres", "INSERT INTO t VALUES (100)");
+    archive_now(&pg);
+
+    // Restore without --start, configure archiving as a production postgresql.conf
+    // would, and start it by hand: it promotes to timeline 2 and archives there.
+    let data = env.path().join("r1");
+    let out = env.ok(&[
+        "pitr",
+        "pg",
+        "--target-time",
+        &t1,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.contains("next: "), "{out}");
+    let cfg = env.path().join("backup.toml");
+    let mut auto = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.auto.conf"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        auto,
+        "wal_level = replica\narchive_mode = on\nmax_wal_senders = 5\narchive_command = '{} --config {} wal-push pg %p'",
+        bin().display(),
+        cfg.display()
+    )
+    .unwrap();
+    drop(auto);
+    let port = common::free_port();
+    let r = Restored {
+        data: data.clone(),
+        port,
+    };
+    let st = as_postgres(&pg_bin().join("pg_ctl"))
+        .args(["-w", "-t", "60", "-D"])
+        .arg(&data)
+        .arg("-l")
+        .arg(data.join("manual.log"))
+        .args([
+            "-o",
+            &format!("-p {port} -c listen_addresses=127.0.0.1 -k /tmp"),
+            "start",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let t = Instant::now();
+    while r.sql("SELECT pg_is_in_recovery()") != "f" {
+        assert!(t.elapsed() < Duration::from_secs(60), "no promotion");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(rows(&r), "1");
+    r.sql("INSERT INTO t VALUES (2)");
+    let t2 = now_utc(|q| r.sql(q));
+    r.sql("INSERT INTO t VALUES (3)");
+    let seg = r.sql("SELECT pg_walfile_name(pg_switch_wal())");
+    assert!(seg.starts_with("00000002"), "{seg}");
+    let t = Instant::now();
+    while !env
+        .repo()
+        .join(format!("pg/wal/00000002/{seg}.gz"))
+        .exists()
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "{seg} not archived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env
+        .repo()
+        .join("pg/wal/00000002/00000002.history.gz")
+        .exists());
+
+    // From the timeline-1 base backup, recovery follows the history to timeline 2.
+    let (r2, out) = pitr(&env, "r2", &["--target-time", &t2, "--backup", &b1]);
+    assert!(out.contains("recovery stopped"), "{out}");
+    assert_eq!(rows(&r2), "1,2");
+    drop(r2);
+    drop(r);
+    drop(pg);
+}
+
+#[test]
+fn check_confirms_archiving_and_run_refuses_without_it() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env);
+    let out = env.ok(&["check", "pg"]);
+    assert!(out.contains("arrived on `local`"), "{out}");
+    assert!(out.contains("archive_mode = on"), "{out}");
+
+    // A cluster that does not archive: a base backup would be unrestorable.
+    let plain = Pg::start_with(&["wal_level=replica", "max_wal_senders=5"]);
+    env.write_config(&config(&env.repo(), &plain.url("postgres")));
+    let (code, _, err) = env.run(&["run", "pg"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("WAL archiving is not set up"), "{err}");
+    let (code, _, err) = env.run(&["check", "pg"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("archive_mode = off"), "{err}");
+    drop(pg);
+}
+
+#[test]
+fn pitr_round_trip_through_s3_only() {
+    // The servers' archive_command and restore_command sign S3 requests: they inherit
+    // these from the process that starts them (moto does not check them).
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let moto = Moto::start();
+    moto.create_bucket("pitr");
+    let env = Env::new();
+    let s3_config = |url: &str| {
+        format!(
+            r#"
+[storages.s3]
+type = "s3"
+bucket = "pitr"
+prefix = "prod"
+endpoint = "{}"
+force_path_style = true
+region = "us-east-1"
+
+[targets.pg]
+engine = "postgres"
+kind = "physical"
+url = "{url}"
+storages = ["s3"]
+"#,
+            moto.endpoint()
+        )
+    };
+    let pg = archiving_cluster_with(&env, s3_config);
+    pg.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY)");
+    env.ok(&["run", "pg"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.sql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
+    let target = now_utc(|q| pg.sql("postgres", q));
+    pg.sql("postgres", "DELETE FROM t");
+    archive_now(&pg);
+    let out = env.ok(&["verify", "pg"]);
+    assert!(out.contains("OK   pg wal s3"), "{out}");
+    let (r, out) = pitr(&env, "r", &["--target-time", &target]);
+    assert!(out.contains("from `s3`"), "{out}");
+    assert_eq!(r.sql("SELECT count(*) FROM t"), "1000");
+    drop(r);
+    drop(pg);
+}
