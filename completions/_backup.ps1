@@ -37,6 +37,10 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('test-restore', 'test-restore', [CompletionResultType]::ParameterValue, 'Restore a backup into a scratch cluster, check it, and remove the scratch copy')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Are we backed up? Last good backup per target and storage, its age, last test-restore')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove backups the retention policy no longer keeps (prints the plan and why)')
+            [CompletionResult]::new('pitr', 'pitr', [CompletionResultType]::ParameterValue, 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)')
+            [CompletionResult]::new('wal-push', 'wal-push', [CompletionResultType]::ParameterValue, 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)')
+            [CompletionResult]::new('wal-fetch', 'wal-fetch', [CompletionResultType]::ParameterValue, 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check a physical target''s WAL archiving end to end (forces a WAL switch)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages into a folder')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -143,6 +147,61 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'backup;pitr' {
+            [CompletionResult]::new('--target-time', '--target-time', [CompletionResultType]::ParameterName, 'Recover up to this time (UTC unless a zone is given), e.g. 2026-11-24T14:05:00Z')
+            [CompletionResult]::new('--target-name', '--target-name', [CompletionResultType]::ParameterName, 'Recover up to a restore point made with pg_create_restore_point()')
+            [CompletionResult]::new('--target-xid', '--target-xid', [CompletionResultType]::ParameterName, 'Recover up to and including this transaction id')
+            [CompletionResult]::new('--target-lsn', '--target-lsn', [CompletionResultType]::ParameterName, 'Recover up to this WAL location, e.g. 0/3000060')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'New, empty data directory to restore into')
+            [CompletionResult]::new('--target-action', '--target-action', [CompletionResultType]::ParameterName, 'What the server does at the target: promote (default), pause or shutdown')
+            [CompletionResult]::new('--timeline', '--timeline', [CompletionResultType]::ParameterName, 'recovery_target_timeline (default: latest)')
+            [CompletionResult]::new('--backup', '--backup', [CompletionResultType]::ParameterName, 'Use this base backup (id or unique prefix) instead of the newest that fits')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port for the started server (with --start)')
+            [CompletionResult]::new('--owner', '--owner', [CompletionResultType]::ParameterName, 'OS user that owns the data directory and runs the server (as root; default postgres)')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up following recovery after this long (with --start), e.g. 30m')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--target-immediate', '--target-immediate', [CompletionResultType]::ParameterName, 'Recover only to the end of the base backup (the earliest consistent point)')
+            [CompletionResult]::new('--start', '--start', [CompletionResultType]::ParameterName, 'Start the server, follow recovery and confirm it reached the target')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the outcome as JSON on stdout')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'backup;wal-push' {
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'backup;wal-fetch' {
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'backup;check' {
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long to wait for the switched WAL segment to arrive, e.g. 60s')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'backup;completions' {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
@@ -172,6 +231,10 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('test-restore', 'test-restore', [CompletionResultType]::ParameterValue, 'Restore a backup into a scratch cluster, check it, and remove the scratch copy')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Are we backed up? Last good backup per target and storage, its age, last test-restore')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove backups the retention policy no longer keeps (prints the plan and why)')
+            [CompletionResult]::new('pitr', 'pitr', [CompletionResultType]::ParameterValue, 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)')
+            [CompletionResult]::new('wal-push', 'wal-push', [CompletionResultType]::ParameterValue, 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)')
+            [CompletionResult]::new('wal-fetch', 'wal-fetch', [CompletionResultType]::ParameterValue, 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check a physical target''s WAL archiving end to end (forces a WAL switch)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages into a folder')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -196,6 +259,18 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             break
         }
         'backup;help;prune' {
+            break
+        }
+        'backup;help;pitr' {
+            break
+        }
+        'backup;help;wal-push' {
+            break
+        }
+        'backup;help;wal-fetch' {
+            break
+        }
+        'backup;help;check' {
             break
         }
         'backup;help;completions' {

@@ -16,6 +16,9 @@ _backup() {
             ",$1")
                 cmd="backup"
                 ;;
+            backup,check)
+                cmd="backup__subcmd__check"
+                ;;
             backup,completions)
                 cmd="backup__subcmd__completions"
                 ;;
@@ -27,6 +30,9 @@ _backup() {
                 ;;
             backup,man)
                 cmd="backup__subcmd__man"
+                ;;
+            backup,pitr)
+                cmd="backup__subcmd__pitr"
                 ;;
             backup,prune)
                 cmd="backup__subcmd__prune"
@@ -46,6 +52,15 @@ _backup() {
             backup,verify)
                 cmd="backup__subcmd__verify"
                 ;;
+            backup,wal-fetch)
+                cmd="backup__subcmd__wal__subcmd__fetch"
+                ;;
+            backup,wal-push)
+                cmd="backup__subcmd__wal__subcmd__push"
+                ;;
+            backup__subcmd__help,check)
+                cmd="backup__subcmd__help__subcmd__check"
+                ;;
             backup__subcmd__help,completions)
                 cmd="backup__subcmd__help__subcmd__completions"
                 ;;
@@ -57,6 +72,9 @@ _backup() {
                 ;;
             backup__subcmd__help,man)
                 cmd="backup__subcmd__help__subcmd__man"
+                ;;
+            backup__subcmd__help,pitr)
+                cmd="backup__subcmd__help__subcmd__pitr"
                 ;;
             backup__subcmd__help,prune)
                 cmd="backup__subcmd__help__subcmd__prune"
@@ -76,6 +94,12 @@ _backup() {
             backup__subcmd__help,verify)
                 cmd="backup__subcmd__help__subcmd__verify"
                 ;;
+            backup__subcmd__help,wal-fetch)
+                cmd="backup__subcmd__help__subcmd__wal__subcmd__fetch"
+                ;;
+            backup__subcmd__help,wal-push)
+                cmd="backup__subcmd__help__subcmd__wal__subcmd__push"
+                ;;
             *)
                 ;;
         esac
@@ -83,12 +107,38 @@ _backup() {
 
     case "${cmd}" in
         backup)
-            opts="-c -q -h -V --config --quiet --no-progress --help --version run list verify restore test-restore status prune completions man help"
+            opts="-c -q -h -V --config --quiet --no-progress --help --version run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__check)
+            opts="-c -q -h --timeout --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -127,8 +177,22 @@ _backup() {
             return 0
             ;;
         backup__subcmd__help)
-            opts="run list verify restore test-restore status prune completions man help"
+            opts="run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -183,6 +247,20 @@ _backup() {
             return 0
             ;;
         backup__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__help__subcmd__pitr)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -280,6 +358,34 @@ _backup() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        backup__subcmd__help__subcmd__wal__subcmd__fetch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__help__subcmd__wal__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         backup__subcmd__list)
             opts="-c -q -h --storage --tag --all --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -318,6 +424,72 @@ _backup() {
             fi
             case "${prev}" in
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__pitr)
+            opts="-c -q -h --target-time --target-name --target-xid --target-lsn --target-immediate --data-dir --target-action --timeline --backup --start --port --owner --timeout --json --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --target-time)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-xid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-lsn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-action)
+                    COMPREPLY=($(compgen -W "promote pause shutdown" -- "${cur}"))
+                    return 0
+                    ;;
+                --timeline)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --owner)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -501,6 +673,50 @@ _backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__wal__subcmd__fetch)
+            opts="-c -q -h --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__wal__subcmd__push)
+            opts="-c -q -h --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -34,6 +34,10 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand test-restore 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
             cand status 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
             cand prune 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+            cand pitr 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
+            cand wal-push 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
+            cand wal-fetch 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
+            cand check 'Check a physical target''s WAL archiving end to end (forces a WAL switch)'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages into a folder'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -132,6 +136,57 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'backup;pitr'= {
+            cand --target-time 'Recover up to this time (UTC unless a zone is given), e.g. 2026-11-24T14:05:00Z'
+            cand --target-name 'Recover up to a restore point made with pg_create_restore_point()'
+            cand --target-xid 'Recover up to and including this transaction id'
+            cand --target-lsn 'Recover up to this WAL location, e.g. 0/3000060'
+            cand --data-dir 'New, empty data directory to restore into'
+            cand --target-action 'What the server does at the target: promote (default), pause or shutdown'
+            cand --timeline 'recovery_target_timeline (default: latest)'
+            cand --backup 'Use this base backup (id or unique prefix) instead of the newest that fits'
+            cand --port 'Port for the started server (with --start)'
+            cand --owner 'OS user that owns the data directory and runs the server (as root; default postgres)'
+            cand --timeout 'Give up following recovery after this long (with --start), e.g. 30m'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --target-immediate 'Recover only to the end of the base backup (the earliest consistent point)'
+            cand --start 'Start the server, follow recovery and confirm it reached the target'
+            cand --json 'Print the outcome as JSON on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;wal-push'= {
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;wal-fetch'= {
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;check'= {
+            cand --timeout 'How long to wait for the switched WAL segment to arrive, e.g. 60s'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'backup;completions'= {
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
@@ -159,6 +214,10 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand test-restore 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
             cand status 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
             cand prune 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+            cand pitr 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
+            cand wal-push 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
+            cand wal-fetch 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
+            cand check 'Check a physical target''s WAL archiving end to end (forces a WAL switch)'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages into a folder'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -176,6 +235,14 @@ set edit:completion:arg-completer[backup] = {|@words|
         &'backup;help;status'= {
         }
         &'backup;help;prune'= {
+        }
+        &'backup;help;pitr'= {
+        }
+        &'backup;help;wal-push'= {
+        }
+        &'backup;help;wal-fetch'= {
+        }
+        &'backup;help;check'= {
         }
         &'backup;help;completions'= {
         }

@@ -36,6 +36,10 @@ complete -c backup -n "__fish_backup_needs_command" -f -a "restore" -d 'Restore 
 complete -c backup -n "__fish_backup_needs_command" -f -a "test-restore" -d 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
 complete -c backup -n "__fish_backup_needs_command" -f -a "status" -d 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
 complete -c backup -n "__fish_backup_needs_command" -f -a "prune" -d 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+complete -c backup -n "__fish_backup_needs_command" -f -a "pitr" -d 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
+complete -c backup -n "__fish_backup_needs_command" -f -a "wal-push" -d 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
+complete -c backup -n "__fish_backup_needs_command" -f -a "wal-fetch" -d 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
+complete -c backup -n "__fish_backup_needs_command" -f -a "check" -d 'Check a physical target\'s WAL archiving end to end (forces a WAL switch)'
 complete -c backup -n "__fish_backup_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c backup -n "__fish_backup_needs_command" -f -a "man" -d 'Write man pages into a folder'
 complete -c backup -n "__fish_backup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -96,6 +100,39 @@ complete -c backup -n "__fish_backup_using_subcommand prune" -s y -l yes -d 'Del
 complete -c backup -n "__fish_backup_using_subcommand prune" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand prune" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-time -d 'Recover up to this time (UTC unless a zone is given), e.g. 2026-11-24T14:05:00Z' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-name -d 'Recover up to a restore point made with pg_create_restore_point()' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-xid -d 'Recover up to and including this transaction id' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-lsn -d 'Recover up to this WAL location, e.g. 0/3000060' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l data-dir -d 'New, empty data directory to restore into' -r -F
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-action -d 'What the server does at the target: promote (default), pause or shutdown' -r -f -a "promote\t''
+pause\t''
+shutdown\t''"
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l timeline -d 'recovery_target_timeline (default: latest)' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l backup -d 'Use this base backup (id or unique prefix) instead of the newest that fits' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l port -d 'Port for the started server (with --start)' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l owner -d 'OS user that owns the data directory and runs the server (as root; default postgres)' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l timeout -d 'Give up following recovery after this long (with --start), e.g. 30m' -r
+complete -c backup -n "__fish_backup_using_subcommand pitr" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-immediate -d 'Recover only to the end of the base backup (the earliest consistent point)'
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l start -d 'Start the server, follow recovery and confirm it reached the target'
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l json -d 'Print the outcome as JSON on stdout'
+complete -c backup -n "__fish_backup_using_subcommand pitr" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand pitr" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand wal-push" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand wal-push" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand wal-push" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand wal-push" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand wal-fetch" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand wal-fetch" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand wal-fetch" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand wal-fetch" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand check" -l timeout -d 'How long to wait for the switched WAL segment to arrive, e.g. 60s' -r
+complete -c backup -n "__fish_backup_using_subcommand check" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand check" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand check" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand check" -s h -l help -d 'Print help'
 complete -c backup -n "__fish_backup_using_subcommand completions" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand completions" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand completions" -l no-progress -d 'No progress bars (log lines only)'
@@ -105,13 +142,17 @@ complete -c backup -n "__fish_backup_using_subcommand man" -s c -l config -d 'Co
 complete -c backup -n "__fish_backup_using_subcommand man" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand man" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand man" -s h -l help -d 'Print help'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "run" -d 'Take a backup of a target and store it on every storage of the target'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "list" -d 'List backups'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "verify" -d 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "restore" -d 'Restore a backup into a database (verified before anything is touched)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "test-restore" -d 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "status" -d 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "prune" -d 'Remove backups the retention policy no longer keeps (prints the plan and why)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "man" -d 'Write man pages into a folder'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "run" -d 'Take a backup of a target and store it on every storage of the target'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "list" -d 'List backups'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "verify" -d 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "restore" -d 'Restore a backup into a database (verified before anything is touched)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "test-restore" -d 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "status" -d 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "prune" -d 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "pitr" -d 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "wal-push" -d 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "wal-fetch" -d 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "check" -d 'Check a physical target\'s WAL archiving end to end (forces a WAL switch)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "man" -d 'Write man pages into a folder'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -35,6 +35,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum StorageConfig {
@@ -183,15 +185,6 @@ pub enum DumpFormat {
     #[default]
     Plain,
     Custom,
-}
-
-impl DumpFormat {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            DumpFormat::Plain => "plain",
-            DumpFormat::Custom => "custom",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -3,8 +3,8 @@
 pub mod check;
 pub mod completions;
 pub mod list;
-pub mod prune;
 pub mod pitr;
+pub mod prune;
 pub mod restore;
 pub mod run;
 pub mod status;

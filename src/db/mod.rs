@@ -54,7 +54,6 @@ pub struct RestoreOptions {
 }
 
 pub trait LogicalEngine {
-    fn engine_name(&self) -> &'static str;
     fn artifact(&self) -> ArtifactSpec;
     /// Tools found, versions compatible, server reachable. Writes nothing.
     fn precheck(&mut self) -> Result<EngineInfo>;

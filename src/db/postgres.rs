@@ -844,10 +844,6 @@ impl DumpStream for PgDump {
 }
 
 impl LogicalEngine for Postgres {
-    fn engine_name(&self) -> &'static str {
-        "postgres"
-    }
-
     fn artifact(&self) -> ArtifactSpec {
         match self.cfg.format {
             DumpFormat::Plain => ArtifactSpec {

@@ -33,10 +33,6 @@ pub struct Catalog {
     pub incomplete: Vec<Incomplete>,
 }
 
-pub fn backup_prefix(target: &str, id: &str) -> String {
-    format!("{target}/{id}/")
-}
-
 pub fn artifact_key(target: &str, id: &str, name: &str) -> String {
     format!("{target}/{id}/{name}")
 }

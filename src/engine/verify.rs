@@ -8,7 +8,6 @@
 use crate::db::LogicalEngine;
 use crate::manifest::{Artifact, Manifest};
 use crate::storage::Storage;
-use anyhow::Result;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -162,15 +161,4 @@ pub fn verify_backup(
         checks,
         problems,
     }
-}
-
-pub fn hash_file(path: &std::path::Path) -> Result<(String, u64)> {
-    let f = std::fs::File::open(path)?;
-    let mut h = Hashing {
-        inner: f,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
-    std::io::copy(&mut h, &mut std::io::sink())?;
-    Ok((hex::encode(h.hasher.finalize()), h.bytes))
 }

@@ -368,11 +368,6 @@ pub fn free_bytes(p: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Names in a local folder that look like leftovers of an interrupted write.
-pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with(".tmp-")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

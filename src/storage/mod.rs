@@ -3,6 +3,7 @@
 //! own namespace (a directory, or a bucket and prefix).
 
 pub mod local;
+#[cfg(test)]
 pub mod memory;
 pub mod s3;
 
