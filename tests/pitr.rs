@@ -671,3 +671,79 @@ storages = ["s3"]
     drop(r);
     drop(pg);
 }
+
+/// Prune of a physical target: the older base backup goes, and with it exactly the
+/// WAL before the kept backup's start segment; the kept backup stays verifiable.
+#[test]
+fn prune_removes_wal_before_the_oldest_kept_base_backup() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env);
+    pg.sql("postgres", "CREATE TABLE t (id int)");
+    let old = env.ok(&["run", "pg"]).trim().to_string();
+    for i in 0..3 {
+        pg.sql("postgres", &format!("INSERT INTO t VALUES ({i})"));
+        archive_now(&pg);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let kept = env.ok(&["run", "pg"]).trim().to_string();
+    pg.sql("postgres", "INSERT INTO t VALUES (10)");
+    archive_now(&pg);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.repo().join(format!("pg/{kept}/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    let start = manifest["wal"]["start_segment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wal_dir = env.repo().join("pg/wal/00000001");
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&wal_dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| !n.starts_with(".meta-")) // local storage's metadata side files
+            .collect();
+        v.sort();
+        v
+    };
+    let before = names();
+    assert!(
+        before.iter().any(|n| n.as_str() < start.as_str()),
+        "{before:?} {start}"
+    );
+
+    let cfg = std::fs::read_to_string(env.path().join("backup.toml")).unwrap();
+    env.write_config(&format!(
+        "{cfg}\n[storages.local.retention]\nkeep_last = 1\n"
+    ));
+    let later = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&["prune", "pg", "--dry-run", "--json", "--now", &later]))
+            .unwrap();
+    let wal = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["wal"] == true)
+        .expect("a WAL entry in the plan");
+    assert_eq!(wal["action"], "remove", "{plan}");
+    assert!(
+        wal["reasons"][0].as_str().unwrap().contains(&start),
+        "{plan}"
+    );
+    assert_eq!(names(), before, "--dry-run deleted WAL");
+
+    env.ok(&["prune", "pg", "--yes", "--now", &later]);
+    let after = names();
+    assert!(!env.repo().join(format!("pg/{old}")).exists());
+    assert!(env.repo().join(format!("pg/{kept}/manifest.json")).exists());
+    for n in &after {
+        if !n.ends_with(".history.gz") {
+            assert!(n.as_str() >= start.as_str(), "{n} survived, start {start}");
+        }
+    }
+    assert!(after.iter().any(|n| n.starts_with(&start)), "{after:?}");
+    assert!(after.len() < before.len());
+    // What is left still forms a continuous archive from the kept backup.
+    env.ok(&["verify", "pg"]);
+}

@@ -49,6 +49,9 @@ pub struct Entry {
     pub result: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// This entry is the WAL archive below the oldest kept base backup, not a backup.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub wal: bool,
     #[serde(skip)]
     keys: Vec<String>,
 }
@@ -254,9 +257,14 @@ fn plan_storage(
                 size_bytes: size,
                 result: None,
                 detail: None,
+                wal: false,
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut entries = entries;
+    if let Some(w) = plan_wal(handle.as_ref(), target, &cat, &entries, &mut keys, now)? {
+        entries.push(w);
+    }
     Ok(StoragePlan {
         target: target.to_string(),
         storage: handle.name().to_string(),
@@ -266,6 +274,110 @@ fn plan_storage(
         entries,
         handle,
     })
+}
+
+/// WAL retention: segments (and `.partial`/`.backup` files) older than the start of
+/// the oldest kept physical base backup are needed by no kept backup and go;
+/// `.history` files always stay (tiny, and timeline switches need them). With no kept
+/// physical backup nothing is removed: a WAL archive is never pruned blind.
+fn plan_wal(
+    s: &dyn Storage,
+    target: &str,
+    cat: &catalog::Catalog,
+    entries: &[Entry],
+    keys: &mut HashMap<String, Vec<String>>,
+    now: DateTime<Utc>,
+) -> Result<Option<Entry>> {
+    use crate::engine::wal;
+    let kept: Vec<&crate::manifest::Manifest> = cat
+        .backups
+        .iter()
+        .filter(|m| m.wal.is_some())
+        .filter(|m| {
+            entries
+                .iter()
+                .any(|e| e.id == m.id && e.action == Action::Keep && !e.incomplete)
+        })
+        .collect();
+    let wal_keys = keys.remove("wal").unwrap_or_default();
+    if wal_keys.is_empty() {
+        return Ok(None);
+    }
+    let Some(oldest) = kept
+        .iter()
+        .filter_map(|m| {
+            let w = m.wal.as_ref()?;
+            let seg = m
+                .database
+                .extra
+                .get("wal_segment_size")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(wal::DEFAULT_SEGMENT_SIZE);
+            let (_, segno) = wal::parse_segment(&w.start_segment, seg)?;
+            Some((segno, seg, *m))
+        })
+        .min_by_key(|(segno, _, _)| *segno)
+    else {
+        return Ok(Some(Entry {
+            target: target.to_string(),
+            storage: s.name().to_string(),
+            id: "wal".into(),
+            time: now,
+            tag: None,
+            incomplete: false,
+            action: Action::Keep,
+            reasons: vec!["no kept physical base backup: the WAL archive is left alone".into()],
+            size_bytes: 0,
+            result: None,
+            detail: None,
+            wal: true,
+            keys: vec![],
+        }));
+    };
+    let (min_segno, seg_size, m) = oldest;
+    let sizes: HashMap<String, u64> = s
+        .list(&wal::wal_prefix(target))?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let mut remove = Vec::new();
+    let mut bytes = 0;
+    for k in wal_keys {
+        let name = k.rsplit('/').next().unwrap_or("").trim_end_matches(".gz");
+        if name.ends_with(".history") || name.len() < 24 {
+            continue;
+        }
+        if let Some((_, segno)) = wal::parse_segment(&name[..24], seg_size) {
+            if segno < min_segno {
+                bytes += sizes.get(&k).copied().unwrap_or(0);
+                remove.push(k);
+            }
+        }
+    }
+    let start = &m.wal.as_ref().expect("physical").start_segment;
+    Ok(Some(Entry {
+        target: target.to_string(),
+        storage: s.name().to_string(),
+        id: "wal".into(),
+        time: m.started_at,
+        tag: None,
+        incomplete: false,
+        action: if remove.is_empty() {
+            Action::Keep
+        } else {
+            Action::Remove
+        },
+        reasons: vec![format!(
+            "{} WAL file(s) before {start}, the start of the oldest kept base backup {}",
+            remove.len(),
+            m.id
+        )],
+        size_bytes: bytes,
+        result: None,
+        detail: None,
+        wal: true,
+        keys: remove,
+    }))
 }
 
 impl Prune {
@@ -318,7 +430,7 @@ fn execute_storage(p: &mut StoragePlan, ui: &Ui) {
     let manifests: Vec<String> = remove
         .iter()
         .map(|&i| &p.entries[i])
-        .filter(|e| !e.incomplete)
+        .filter(|e| !e.incomplete && !e.wal)
         .map(manifest_of)
         .collect();
     let first = match s.delete(&manifests) {
@@ -340,7 +452,7 @@ fn execute_storage(p: &mut StoragePlan, ui: &Ui) {
     let mut second_phase = Vec::new();
     for &i in &remove {
         let e = &mut p.entries[i];
-        if !e.incomplete {
+        if !e.incomplete && !e.wal {
             let mk = manifest_of(e);
             if let Some((_, why)) = first.retained.iter().find(|(k, _)| *k == mk) {
                 e.result = Some(Outcome::Retained);
@@ -398,7 +510,9 @@ fn execute_storage(p: &mut StoragePlan, ui: &Ui) {
     }
     for &i in &remove {
         let e = &p.entries[i];
-        let what = if e.incomplete {
+        let what = if e.wal {
+            "WAL"
+        } else if e.incomplete {
             "incomplete backup"
         } else {
             "backup"
