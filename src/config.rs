@@ -443,18 +443,43 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config> {
         let de = toml::Deserializer::new(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
+            let mut path = e.path().to_string();
             let inner = e.into_inner();
             let msg = inner.message().replace('\n', " ");
-            let line = inner
+            let mut line = inner
                 .span()
                 .map(|s| {
                     format!(
                         ":{}",
-                        text[..s.start.min(text.len())].lines().count().max(1)
+                        text[..s.start.min(text.len())].matches('\n').count() + 1
                     )
                 })
                 .unwrap_or_default();
+            // Internally tagged tables lose spans: name the unknown key itself, and
+            // its line when it appears once.
+            if let Some(field) = msg
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                if path.is_empty() || path == "." {
+                    path = field.to_string();
+                } else if path != field && !path.ends_with(&format!(".{field}")) {
+                    path = format!("{path}.{field}");
+                }
+                let hits: Vec<usize> = text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| {
+                        l.trim_start()
+                            .strip_prefix(field)
+                            .is_some_and(|r| r.trim_start().starts_with('='))
+                    })
+                    .map(|(i, _)| i + 1)
+                    .collect();
+                if hits.len() == 1 {
+                    line = format!(":{}", hits[0]);
+                }
+            }
             if path.is_empty() || path == "." {
                 Fail::Config(format!("{file}{line}: {}", msg.trim()))
             } else {
