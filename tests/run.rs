@@ -435,3 +435,47 @@ fn an_interrupted_run_is_never_listed_as_a_backup() {
     env.write_config(&local_config(&env.repo(), &pg.url("app"), "plain"));
     env.ok(&["run", "pg"]);
 }
+
+/// SIGTERM (a service stop) or Ctrl-C mid-stream: the run removes its partial files
+/// before exiting, so not even `list --all` shows a leftover; the exit code says how
+/// it ended (128 + 15).
+#[test]
+fn a_terminated_run_cleans_up_after_itself() {
+    let pg = sample();
+    let env = Env::new();
+    let bin = bin_dir_with_pg_dump(
+        env.path(),
+        "if [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | head -c 2000000\nsleep 20",
+    );
+    with_bin_dir(&env, &pg, &bin);
+    let mut child = env.std_cmd().args(["run", "pg"]).spawn().unwrap();
+    let t = Instant::now();
+    while !files_under(&env.repo()).iter().any(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".tmp-")
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the run wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    assert!(
+        files_under(&env.repo()).is_empty(),
+        "{:?}",
+        files_under(&env.repo())
+    );
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
+    assert_eq!(v, serde_json::json!([]));
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}

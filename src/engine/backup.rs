@@ -272,6 +272,72 @@ impl<'s> Upload<'s> {
     }
 }
 
+/// Removes what an interrupted run left of backup `id` when the process is stopped by
+/// SIGINT, SIGTERM or SIGHUP (temporary files, unfinished multipart uploads), so a
+/// Ctrl-C or a service stop leaves nothing behind. A storage that already holds the
+/// manifest is left alone: that copy is a good backup. The commit step holds a lock the
+/// cleanup also takes, so the two never interleave.
+pub struct InterruptCleanup {
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    commit: std::sync::Arc<std::sync::Mutex<()>>,
+    _guard: crate::engine::scratch::CleanupGuard,
+}
+
+impl InterruptCleanup {
+    pub fn new(cfg: &Config, storages: &[Box<dyn Storage>], target: &str, id: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let armed = std::sync::Arc::new(AtomicBool::new(true));
+        let commit = std::sync::Arc::new(std::sync::Mutex::new(()));
+        let (flag, lock) = (armed.clone(), commit.clone());
+        let cfg = cfg.clone();
+        let names: Vec<String> = storages.iter().map(|s| s.name().to_string()).collect();
+        let prefix = format!("{target}/{id}/");
+        let guard = crate::engine::scratch::CleanupGuard::new(move || {
+            let _commit = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if !flag.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            for n in &names {
+                let Ok(s) = storage::open(&cfg, n) else {
+                    continue;
+                };
+                let _ = s.abort_uploads(&prefix);
+                let Ok(objs) = s.list(&prefix) else { continue };
+                if objs.iter().any(|o| o.key.ends_with(MANIFEST_FILE)) {
+                    continue;
+                }
+                let keys: Vec<String> = objs.into_iter().map(|o| o.key).collect();
+                let _ = s.delete(&keys);
+                eprintln!("interrupted: removed the partial backup {prefix} from `{n}`");
+            }
+        });
+        InterruptCleanup {
+            armed,
+            commit,
+            _guard: guard,
+        }
+    }
+
+    /// Runs the commit step so that an interruption cannot interleave with it.
+    pub fn committing<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f();
+        self.disarm();
+        out
+    }
+
+    pub fn disarm(&self) {
+        self.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for InterruptCleanup {
+    fn drop(&mut self) {
+        // Normal exits (success, or a failure the error path cleaned up) never run it.
+        self.disarm();
+    }
+}
+
 /// A new backup id, later than `last` (ids sort by time; two runs within a second
 /// wait a moment rather than reuse one).
 pub fn allocate_id(last: Option<&str>) -> (chrono::DateTime<chrono::Utc>, String) {
@@ -395,6 +461,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
 
     let key = catalog::artifact_key(target, &id, &spec.name);
     let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
+    let interrupted = InterruptCleanup::new(cfg, &storages, target, &id);
     let mut dump = engine.start_dump()?;
     let mut progress = ui.progress(&format!("{target} {id}"), None);
     let level = tcfg.compression_level.unwrap_or(6);
@@ -454,7 +521,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         depends_on: vec![],
         host: hostname(),
     };
-    let (stored_on, failed) = upload.commit_manifest(&m, &meta, ui)?;
+    let (stored_on, failed) = interrupted.committing(|| upload.commit_manifest(&m, &meta, ui))?;
     Ok(RunOutcome {
         manifest: m,
         stored_on,

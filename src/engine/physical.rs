@@ -221,6 +221,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
 
     let key = catalog::artifact_key(target, &id, ARTIFACT);
     let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
+    let interrupted = crate::engine::backup::InterruptCleanup::new(cfg, &storages, target, &id);
     let mut cmd = Command::new(&basebackup.path);
     let ci = conn.conninfo(None);
     if !ci.is_empty() {
@@ -410,7 +411,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
         depends_on: vec![],
         host: hostname(),
     };
-    let (stored_on, failed) = upload.commit_manifest(&m, &meta, ui)?;
+    let (stored_on, failed) = interrupted.committing(|| upload.commit_manifest(&m, &meta, ui))?;
     if let Some(w) = &m.wal {
         ui.info(format!(
             "WAL range: timeline {} {} ({}) .. {} ({})",

@@ -55,7 +55,7 @@ fn install_signal_cleanup() {
             return;
         }
         TERMINATING.store(true, std::sync::atomic::Ordering::SeqCst);
-        eprintln!("signal {b} received: removing the scratch restore before exiting");
+        eprintln!("signal {b} received: cleaning up before exiting");
         let cleanups: Vec<Cleanup> = registry().lock().unwrap().values().cloned().collect();
         for c in cleanups {
             c();

@@ -89,6 +89,11 @@ pub trait Storage: Send + Sync {
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     fn delete(&self, keys: &[String]) -> Result<DeleteReport>;
+    /// Aborts unfinished multipart uploads under `prefix` (S3); returns how many.
+    fn abort_uploads(&self, prefix: &str) -> Result<usize> {
+        let _ = prefix;
+        Ok(0)
+    }
     /// Free bytes where the storage has a meaningful answer (local disks).
     fn free_space(&self) -> Option<u64> {
         None

@@ -760,6 +760,47 @@ impl Storage for S3Storage {
         Ok(out)
     }
 
+    fn abort_uploads(&self, prefix: &str) -> Result<usize> {
+        let full = self.full_key(prefix);
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.cfg.bucket)
+                    .prefix(&full)
+                    .send(),
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "listing uploads under {}: {}",
+                    self.url(prefix),
+                    err_text(&e)
+                )
+            })?;
+        let mut n = 0;
+        for u in out.uploads() {
+            let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                continue;
+            };
+            if self
+                .rt
+                .block_on(
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.cfg.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send(),
+                )
+                .is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn delete(&self, keys: &[String]) -> Result<DeleteReport> {
         let mut rep = DeleteReport::default();
         let mut singles: Vec<String> = Vec::new();
