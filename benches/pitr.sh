@@ -76,6 +76,36 @@ for f in $W/segs/*; do n=\$(basename \$f); $BIN --config $W/bench.toml -q wal-fe
 SH
 measure "wal-fetch $n segments from local" bash "$W/fetch-all.sh"
 
+# The same segments to an S3 server (moto on loopback), one process each.
+if command -v moto_server >/dev/null; then
+  S3PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  moto_server -H 127.0.0.1 -p "$S3PORT" >/dev/null 2>&1 &
+  MOTO=$!
+  trap 'kill $MOTO 2>/dev/null || true; cleanup' EXIT
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$S3PORT) 2>/dev/null && break; sleep 0.1; done
+  curl -s -X PUT "http://127.0.0.1:$S3PORT/walbench" >/dev/null
+  cat > "$W/s3.toml" <<TOML
+[storages.s3]
+type = "s3"
+bucket = "walbench"
+endpoint = "http://127.0.0.1:$S3PORT"
+force_path_style = true
+[targets.pg]
+engine = "postgres"
+kind = "physical"
+url = "postgresql://postgres@127.0.0.1:$PORT/postgres"
+storages = ["s3"]
+TOML
+  cat > "$W/push-s3.sh" <<SH
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+for f in $W/segs/*; do $BIN --config $W/s3.toml -q wal-push pg "\$f" || exit 1; done
+SH
+  start=$(date +%s.%N)
+  measure "wal-push $n segments to S3 (moto)" bash "$W/push-s3.sh"
+  end=$(date +%s.%N)
+  echo "wal-push to S3: $(echo "$n / ($end - $start)" | bc -l | xargs printf '%.1f') segments/s"
+fi
+
 # PITR restore of the base backup to its end (includes start and recovery).
 "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -Atc "SELECT pg_switch_wal()" postgres >/dev/null
 sleep 2
