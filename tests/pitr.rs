@@ -747,3 +747,79 @@ fn prune_removes_wal_before_the_oldest_kept_base_backup() {
     // What is left still forms a continuous archive from the kept backup.
     env.ok(&["verify", "pg"]);
 }
+
+/// test-restore of a physical target goes through PITR: the base backup is restored,
+/// recovered to its consistent end and checked read-only; nothing is archived from the
+/// scratch copy and nothing of it is left afterwards.
+#[test]
+fn test_restore_of_a_physical_backup_recovers_and_checks_it() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env);
+    pg.sql(
+        "postgres",
+        "CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (id int, parent_id int REFERENCES parent(id));
+         INSERT INTO parent SELECT generate_series(1, 100); INSERT INTO child SELECT i, i FROM generate_series(1, 100) i;",
+    );
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    archive_now(&pg);
+    let scratch = env.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    open_up(&scratch);
+    let cfg = std::fs::read_to_string(env.path().join("backup.toml")).unwrap();
+    env.write_config(&format!(
+        "[test_restore]\ntemp_dir = \"{}\"\n{cfg}",
+        scratch.display()
+    ));
+    let wal_before: Vec<_> = std::fs::read_dir(env.repo().join("pg/wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let out = env.ok(&["test-restore", "pg", "latest", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["id"], id.as_str(), "{out}");
+    assert_eq!(r["kind"], "physical", "{out}");
+    assert_eq!(r["passed"], true, "{out}");
+    let names: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"restore") && names.contains(&"rto"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"foreign_keys postgres"), "{names:?}");
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "scratch left behind"
+    );
+    // No new timeline was archived from the scratch copy.
+    let wal_after: Vec<_> = std::fs::read_dir(env.repo().join("pg/wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(wal_before, wal_after);
+
+    // An orphaned foreign key in a later backup fails the check (exit 6).
+    pg.sql(
+        "postgres",
+        "CREATE TABLE kid (pid int); INSERT INTO kid VALUES (999);
+         ALTER TABLE kid ADD CONSTRAINT kid_fk FOREIGN KEY (pid) REFERENCES parent(id) NOT VALID;",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    env.ok(&["run", "pg"]);
+    archive_now(&pg);
+    let (code, out, err) = env.run(&["test-restore", "pg", "latest", "--json"]);
+    assert_eq!(code, 6, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let fk = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "foreign_keys postgres")
+        .unwrap();
+    assert_eq!(fk["passed"], false, "{out}");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+}

@@ -89,6 +89,7 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
             port: args.port,
             owner: args.owner,
             timeout,
+            server_opts: None,
         },
         ui,
     )?;

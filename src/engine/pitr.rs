@@ -95,6 +95,9 @@ pub struct PitrRequest {
     pub port: Option<u16>,
     pub owner: Option<String>,
     pub timeout: Duration,
+    /// Extra `-c name=value` server options for `--start` (test-restore: a private
+    /// socket, no TCP, no archiving).
+    pub server_opts: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -717,6 +720,10 @@ fn start_and_follow(
     let mut opts = "-c logging_collector=off -c lc_messages=C".to_string();
     if let Some(p) = req.port {
         opts.push_str(&format!(" -p {p}"));
+    }
+    if let Some(extra) = &req.server_opts {
+        opts.push(' ');
+        opts.push_str(extra);
     }
     cmd.arg("-D")
         .arg(data_dir)
