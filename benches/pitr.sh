@@ -16,7 +16,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/backup}
 W=$(mktemp -d /tmp/backup-bench-XXXX)
 chmod 0777 "$W"
-PORT=${PORT:-55499}
+PORT=${PORT:-25499}  # below the ephemeral port range: a client socket cannot hold it
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 PGRUN=(); if [ "$(id -u)" = 0 ]; then PGRUN=(runuser -u postgres --); fi
 cleanup() { as_pg "$PGBIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true

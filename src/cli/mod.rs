@@ -15,13 +15,13 @@ pub mod wal;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// Back up, verify and restore PostgreSQL to local disk and S3-compatible storage.
+/// Back up, verify, prune and restore PostgreSQL to local disk and S3-compatible storage.
 #[derive(Debug, Parser)]
 #[command(
     name = "backup",
     version,
     about,
-    long_about = "Back up, verify and restore databases (PostgreSQL) to local disk and S3-compatible storage.\n\n\
+    long_about = "Back up, verify, prune and restore PostgreSQL (logical dumps, base backups + WAL, point-in-time recovery) to local disk and S3-compatible storage.\n\n\
 Configuration is read from --config FILE, then $BACKUP_CONFIG, then ./backup.toml, then /etc/backup/backup.toml; \
 without any, a `postgres` target on libpq defaults (PGHOST, PGDATABASE...) backs up into ./backups.",
     after_help = "Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 verification failed, 4 target locked by another run, 5 not confirmed (use --yes), 6 test-restore check failed, 7 status: a backup is too old."
