@@ -339,7 +339,7 @@ fn sigterm_mid_run_removes_the_scratch_cluster() {
     assert_eq!(st.code(), Some(128 + 15), "{rest:?}");
     assert!(
         rest.iter()
-            .any(|l| l.contains("removing the scratch restore")),
+            .any(|l| l.contains("cleaning up before exiting")),
         "{rest:?}"
     );
     assert_scratch_gone(&env);
