@@ -402,26 +402,7 @@ fn password_file_is_used_and_never_shown() {
 fn an_interrupted_run_is_never_listed_as_a_backup() {
     let pg = sample();
     let env = Env::new();
-    // pg_dump sends part of the dump, then hangs: the run is mid-stream when killed.
-    let bin = bin_dir_with_pg_dump(
-        env.path(),
-        "if [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | head -c 2000000\nsleep 20",
-    );
-    with_bin_dir(&env, &pg, &bin);
-    let mut child = env.std_cmd().args(["run", "pg"]).spawn().unwrap();
-    let t = Instant::now();
-    while !files_under(&env.repo()).iter().any(|p| {
-        p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(".tmp-")
-    }) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the run wrote nothing"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut child, bin) = run_hanging_mid_stream(&env, &pg);
     child.kill().unwrap();
     child.wait().unwrap();
     let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
@@ -443,25 +424,7 @@ fn an_interrupted_run_is_never_listed_as_a_backup() {
 fn a_terminated_run_cleans_up_after_itself() {
     let pg = sample();
     let env = Env::new();
-    let bin = bin_dir_with_pg_dump(
-        env.path(),
-        "if [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | head -c 2000000\nsleep 20",
-    );
-    with_bin_dir(&env, &pg, &bin);
-    let mut child = env.std_cmd().args(["run", "pg"]).spawn().unwrap();
-    let t = Instant::now();
-    while !files_under(&env.repo()).iter().any(|p| {
-        p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(".tmp-")
-    }) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the run wrote nothing"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut child, _bin) = run_hanging_mid_stream(&env, &pg);
     // SAFETY: signalling our own child.
     unsafe { libc_kill(child.id() as i32, 15) };
     let status = child.wait().unwrap();
@@ -478,4 +441,29 @@ fn a_terminated_run_cleans_up_after_itself() {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Starts `backup run pg` with a pg_dump that sends part of the dump, then hangs;
+/// returns once the run has written a temporary file (it is mid-stream).
+fn run_hanging_mid_stream(env: &Env, pg: &Pg) -> (std::process::Child, std::path::PathBuf) {
+    let bin = bin_dir_with_pg_dump(
+        env.path(),
+        "if [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | head -c 2000000\nsleep 20",
+    );
+    with_bin_dir(env, pg, &bin);
+    let child = env.std_cmd().args(["run", "pg"]).spawn().unwrap();
+    let t = Instant::now();
+    while !files_under(&env.repo()).iter().any(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".tmp-")
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the run wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, bin)
 }

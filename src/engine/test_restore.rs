@@ -368,16 +368,7 @@ pub fn run(cfg: &Config, req: &TestRestoreRequest, ui: &Ui) -> Result<TestRestor
             checks.extend(operator_checks(&psql, &conn, &database, text));
         }
     }
-    checks.push(Check {
-        name: "rto".into(),
-        passed: restored.is_ok() && restore_seconds < rto.as_secs_f64(),
-        detail: format!(
-            "restore took {} (RTO {})",
-            crate::duration::human(Duration::from_secs_f64(restore_seconds)),
-            crate::duration::human(rto)
-        ),
-        figures: serde_json::json!({ "seconds": restore_seconds, "rto_seconds": rto.as_secs() }),
-    });
+    checks.push(rto_check(restored.is_ok(), restore_seconds, rto));
     drop(_cluster);
     drop(_database);
     let passed = checks.iter().all(|c| c.passed);
@@ -396,6 +387,20 @@ pub fn run(cfg: &Config, req: &TestRestoreRequest, ui: &Ui) -> Result<TestRestor
         passed,
         checks,
     })
+}
+
+/// The restore must fit the RTO (and must have worked at all).
+fn rto_check(restored: bool, restore_seconds: f64, rto: Duration) -> Check {
+    Check {
+        name: "rto".into(),
+        passed: restored && restore_seconds < rto.as_secs_f64(),
+        detail: format!(
+            "restore took {} (RTO {})",
+            crate::duration::human(Duration::from_secs_f64(restore_seconds)),
+            crate::duration::human(rto)
+        ),
+        figures: serde_json::json!({ "seconds": restore_seconds, "rto_seconds": rto.as_secs() }),
+    }
 }
 
 struct PhysicalCtx<'a> {
@@ -574,16 +579,7 @@ fn run_physical(
             checks.extend(operator_checks(ctx.psql, &conn, &main_db, text));
         }
     }
-    checks.push(Check {
-        name: "rto".into(),
-        passed: res.is_ok() && restore_seconds < ctx.rto.as_secs_f64(),
-        detail: format!(
-            "restore took {} (RTO {})",
-            crate::duration::human(Duration::from_secs_f64(restore_seconds)),
-            crate::duration::human(ctx.rto)
-        ),
-        figures: serde_json::json!({ "seconds": restore_seconds, "rto_seconds": ctx.rto.as_secs() }),
-    });
+    checks.push(rto_check(res.is_ok(), restore_seconds, ctx.rto));
     drop(_guard);
     let passed = checks.iter().all(|c| c.passed);
     Ok(TestRestoreReport {
