@@ -75,6 +75,35 @@ impl TestRestoreReport {
     }
 }
 
+impl TestRestoreReport {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        m: &Manifest,
+        storage: &str,
+        scratch: String,
+        started_at: chrono::DateTime<Utc>,
+        t0: Instant,
+        restore_seconds: f64,
+        checks: Vec<Check>,
+    ) -> TestRestoreReport {
+        TestRestoreReport {
+            target: m.target.clone(),
+            id: m.id.clone(),
+            storage: storage.to_string(),
+            kind: m.kind.to_string(),
+            backup_finished_at: m.finished_at,
+            size_bytes: m.size_bytes(),
+            scratch,
+            started_at,
+            finished_at: Utc::now(),
+            duration_seconds: t0.elapsed().as_secs_f64(),
+            restore_seconds,
+            passed: checks.iter().all(|c| c.passed),
+            checks,
+        }
+    }
+}
+
 fn check(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Check {
     Check {
         name: name.into(),
@@ -371,22 +400,15 @@ pub fn run(cfg: &Config, req: &TestRestoreRequest, ui: &Ui) -> Result<TestRestor
     checks.push(rto_check(restored.is_ok(), restore_seconds, rto));
     drop(_cluster);
     drop(_database);
-    let passed = checks.iter().all(|c| c.passed);
-    Ok(TestRestoreReport {
-        target: m.target.clone(),
-        id: m.id.clone(),
-        storage: storage.name().to_string(),
-        kind: m.kind.to_string(),
-        backup_finished_at: m.finished_at,
-        size_bytes: m.size_bytes(),
-        scratch: scratch_label,
+    Ok(TestRestoreReport::new(
+        &m,
+        storage.name(),
+        scratch_label,
         started_at,
-        finished_at: Utc::now(),
-        duration_seconds: t0.elapsed().as_secs_f64(),
+        t0,
         restore_seconds,
-        passed,
         checks,
-    })
+    ))
 }
 
 /// The restore must fit the RTO (and must have worked at all).
@@ -581,25 +603,18 @@ fn run_physical(
     }
     checks.push(rto_check(res.is_ok(), restore_seconds, ctx.rto));
     drop(_guard);
-    let passed = checks.iter().all(|c| c.passed);
-    Ok(TestRestoreReport {
-        target: m.target.clone(),
-        id: m.id.clone(),
-        storage: storage.name().to_string(),
-        kind: m.kind.to_string(),
-        backup_finished_at: m.finished_at,
-        size_bytes: m.size_bytes(),
-        scratch: format!(
+    Ok(TestRestoreReport::new(
+        m,
+        storage.name(),
+        format!(
             "temporary data directory {} (PITR to the backup's end, paused)",
             data.display()
         ),
         started_at,
-        finished_at: Utc::now(),
-        duration_seconds: t0.elapsed().as_secs_f64(),
+        t0,
         restore_seconds,
-        passed,
         checks,
-    })
+    ))
 }
 
 fn row_counts(scfg: &Config, target: &str, database: &str, m: &Manifest) -> Check {

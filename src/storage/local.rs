@@ -206,15 +206,6 @@ impl Storage for LocalStorage {
         let dest = self.path(key);
         let dir = dest.parent().expect("key has a folder");
         fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
-        if !meta.metadata.is_empty() {
-            let mp = Self::meta_path(&dest);
-            if !mp.exists() || !dest.exists() {
-                let tmp = self.temp_path(&mp);
-                fs::write(&tmp, serde_json::to_vec(&meta.metadata)?)?;
-                File::open(&tmp)?.sync_all()?;
-                fs::rename(&tmp, &mp)?;
-            }
-        }
         let temp = self.temp_path(&dest);
         {
             let mut f =
@@ -227,6 +218,18 @@ impl Storage for LocalStorage {
         let _ = fs::remove_file(&temp);
         match res {
             Ok(()) => {
+                // Only the writer that won the link describes the object: a loser
+                // writing first could leave metadata of content that is not there
+                // (and a re-push compared against it would be taken as identical).
+                // A crash before this leaves no side file, and readers fall back to
+                // the object itself.
+                if !meta.metadata.is_empty() {
+                    let mp = Self::meta_path(&dest);
+                    let tmp = self.temp_path(&mp);
+                    fs::write(&tmp, serde_json::to_vec(&meta.metadata)?)?;
+                    File::open(&tmp)?.sync_all()?;
+                    fs::rename(&tmp, &mp)?;
+                }
                 fsync_dir(dir)?;
                 Ok(ObjectInfo {
                     key: key.to_string(),
@@ -391,7 +394,16 @@ mod tests {
             .put_if_absent("pg/w/x", b"2", &PutMeta::default())
             .unwrap_err();
         assert!(e.downcast_ref::<AlreadyExists>().is_some());
-        s.delete(&["pg/1/a.gz".into(), "pg/w/x".into()]).unwrap();
+        // The loser of a create-if-absent never rewrites the winner's metadata.
+        let m = |v: &str| PutMeta {
+            metadata: [("sha256".to_string(), v.to_string())].into(),
+            ..Default::default()
+        };
+        s.put_if_absent("pg/w/y", b"A", &m("a")).unwrap();
+        assert!(s.put_if_absent("pg/w/y", b"B", &m("b")).is_err());
+        assert_eq!(s.metadata("pg/w/y").unwrap()["sha256"], "a");
+        s.delete(&["pg/1/a.gz".into(), "pg/w/x".into(), "pg/w/y".into()])
+            .unwrap();
         assert!(s.list("").unwrap().is_empty());
         assert!(d.path().exists());
     }

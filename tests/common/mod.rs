@@ -130,27 +130,8 @@ impl Pg {
 
     /// Runs SQL with psql; returns trimmed unaligned output. Panics on error.
     pub fn sql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(pg_bin().join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                &self.url(db),
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql failed for {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.try_sql(db, sql)
+            .unwrap_or_else(|e| panic!("psql failed for {sql}: {e}"))
     }
 
     pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
