@@ -10,6 +10,7 @@ mod manifest;
 mod redact;
 mod storage;
 mod ui;
+mod watch;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -57,7 +58,7 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::Man(a) => return cli::completions::man(a),
         _ => {}
     }
-    let cfg = config::Config::load(cli.config.as_deref())?;
+    let cfg = cli::load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Run(a) => cli::run::execute(&cfg, a, ui),
         Command::List(a) => cli::list::execute(&cfg, a, ui),

@@ -144,6 +144,26 @@ pub fn parse_backup_id(id: &str) -> Option<DateTime<Utc>> {
         .map(|n| n.and_utc())
 }
 
+/// What `backup run` produced: the manifest and where it is stored.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub manifest: Manifest,
+    pub stored_on: Vec<String>,
+    /// Storages that failed, with the reason; the run fails when any did.
+    pub failed: Vec<(String, String)>,
+}
+
+/// What `backup verify` found about one backup (or a log archive) on one storage.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub target: String,
+    pub id: String,
+    pub storage: String,
+    pub ok: bool,
+    pub checks: Vec<String>,
+    pub problems: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 use crate::config::Config;
-use crate::engine::physical;
+use crate::db::{lacks, registry, Target};
 use crate::error::Fail;
 use crate::ui::Ui;
 use anyhow::Result;
@@ -17,7 +17,16 @@ pub struct CheckArgs {
 pub fn execute(cfg: &Config, args: CheckArgs, ui: &Ui) -> Result<()> {
     let timeout = crate::duration::parse(&args.timeout)
         .map_err(|e| Fail::Usage(format!("--timeout: {e}")))?;
-    for line in physical::check(cfg, &args.target, timeout, ui)? {
+    let t = Target::resolve(cfg, &args.target)?;
+    let mut engine = registry::open(&t)?;
+    let Some(physical) = engine.physical() else {
+        return Err(lacks(
+            &t,
+            "WAL archive to check",
+            "; `check` tests WAL archiving of kind = \"physical\" targets",
+        ));
+    };
+    for line in physical.check_archiving(&t, timeout, ui)? {
         println!("{line}");
     }
     ui.info(format!(

@@ -1,4 +1,5 @@
 use crate::config::Config;
+use crate::db::{registry, Target};
 use crate::engine::catalog;
 use crate::storage;
 use crate::ui::Ui;
@@ -65,7 +66,8 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     for t in &targets {
-        let tcfg = cfg.target(t)?;
+        let target = Target::resolve(cfg, t)?;
+        let tcfg = target.cfg;
         for sname in &tcfg.storages {
             if args.storage.as_ref().is_some_and(|s| s != sname) {
                 continue;
@@ -84,40 +86,21 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     continue;
                 }
             };
-            let archive = if tcfg.kind == "physical" {
-                let seg = cat
-                    .backups
-                    .last()
-                    .map(crate::engine::physical::seg_size_of)
-                    .unwrap_or(crate::engine::wal::DEFAULT_SEGMENT_SIZE);
-                match crate::engine::wal::scan(s.as_ref(), t, seg) {
-                    Ok(a) => Some((a, seg)),
+            let windows = match registry::log_archive(&target) {
+                Some(a) => match a.windows(s.as_ref(), t, &cat.backups) {
+                    Ok(w) => Some(w),
                     Err(e) => {
                         errors.push(format!("WAL archive on `{sname}`: {e:#}"));
                         None
                     }
-                }
-            } else {
-                None
+                },
+                None => None,
             };
-            for m in &cat.backups {
-                let window = match (&archive, &m.wal) {
-                    (Some((a, seg)), Some(w)) => crate::engine::wal::parse_segment(
-                        &w.start_segment,
-                        *seg,
-                    )
-                    .and_then(|(tli, start)| {
-                        let end = a.contiguous_end(tli, start)?;
-                        let stop = crate::engine::wal::parse_segment(&w.stop_segment, *seg)?.1;
-                        (end >= stop).then(|| {
-                            (
-                                a.modified.get(&(tli, end)).copied(),
-                                crate::engine::wal::segment_name(tli, end, *seg),
-                            )
-                        })
-                    }),
-                    _ => None,
-                };
+            for (i, m) in cat.backups.iter().enumerate() {
+                let window = windows
+                    .as_ref()
+                    .and_then(|w| w.get(i).cloned().flatten())
+                    .filter(|_| m.wal.is_some());
                 if args
                     .tag
                     .as_ref()
@@ -146,8 +129,8 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     reason: (m.wal.is_some() && window.is_none())
                         .then(|| "WAL the backup needs is missing from the archive".to_string()),
                     recoverable_from: window.as_ref().map(|_| m.finished_at),
-                    recoverable_until: window.as_ref().and_then(|w| w.0),
-                    wal_until_segment: window.map(|w| w.1),
+                    recoverable_until: window.as_ref().and_then(|w| w.until),
+                    wal_until_segment: window.map(|w| w.until_file),
                 });
             }
             if args.all && args.tag.is_none() {

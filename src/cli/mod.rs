@@ -13,7 +13,14 @@ pub mod verify;
 pub mod wal;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The configuration, parsed and with every target's engine keys checked by its engine.
+pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<crate::config::Config> {
+    let cfg = crate::config::Config::load(explicit)?;
+    crate::db::registry::check_config(&cfg)?;
+    Ok(cfg)
+}
 
 /// Back up, verify, prune and restore PostgreSQL to local disk and S3-compatible storage.
 #[derive(Debug, Parser)]

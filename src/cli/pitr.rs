@@ -1,6 +1,6 @@
 use crate::config::Config;
-use crate::engine::pitr::{self, Goal, PitrRequest};
-use crate::engine::wal;
+use crate::db::recovery::parse_time;
+use crate::db::{lacks, registry, Goal, PitrRequest, Target};
 use crate::error::Fail;
 use crate::ui::Ui;
 use anyhow::Result;
@@ -58,7 +58,7 @@ pub struct PitrArgs {
 
 pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
     let goal = if let Some(t) = &args.target_time {
-        Goal::Time(pitr::parse_time(t)?)
+        Goal::Time(parse_time(t)?)
     } else if let Some(n) = &args.target_name {
         Goal::Name(n.clone())
     } else if let Some(x) = &args.target_xid {
@@ -70,16 +70,25 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
         }
         Goal::Xid(x.clone())
     } else if let Some(l) = &args.target_lsn {
-        Goal::Lsn(wal::parse_lsn(l).map_err(|e| Fail::Usage(format!("--target-lsn: {e:#}")))?)
+        Goal::Lsn(l.clone())
     } else {
         Goal::Immediate
     };
     let timeout = crate::duration::parse(&args.timeout)
         .map_err(|e| Fail::Usage(format!("--timeout: {e}")))?;
-    let out = pitr::pitr(
-        cfg,
+    let t = Target::resolve(cfg, &args.target)?;
+    let mut engine = registry::open(&t)?;
+    let Some(physical) = engine.physical() else {
+        return Err(lacks(
+            &t,
+            "point-in-time recovery",
+            "; it needs a kind = \"physical\" target (see docs/pitr.md)",
+        ));
+    };
+    let out = physical.recover(
+        &t,
         PitrRequest {
-            target: args.target,
+            target: args.target.clone(),
             goal,
             data_dir: args.data_dir,
             action: args.target_action,

@@ -47,6 +47,7 @@ pub fn execute(cfg: &Config, args: PruneArgs, ui: &Ui) -> Result<()> {
             storage: args.storage.as_deref(),
             now,
             lock: !args.dry_run,
+            archives: &crate::db::registry::log_archive,
         },
     )?;
     for e in &plan.errors {
@@ -75,7 +76,7 @@ pub fn execute(cfg: &Config, args: PruneArgs, ui: &Ui) -> Result<()> {
         Ok(())
     } else if t.remove == 0 {
         ui.info(format!("{summary}: nothing to do"));
-        crate::engine::watch::after_prune(cfg, &plan, started.elapsed().as_secs_f64(), ui);
+        crate::watch::after_prune(cfg, &plan, started.elapsed().as_secs_f64(), ui);
         Ok(())
     } else {
         if args.json && !args.yes && ui.is_tty() {
@@ -85,7 +86,7 @@ pub fn execute(cfg: &Config, args: PruneArgs, ui: &Ui) -> Result<()> {
         match confirm(ui, &format!("prune: {summary}; remove them"), args.yes) {
             Ok(()) => {
                 plan.execute(ui);
-                crate::engine::watch::after_prune(cfg, &plan, started.elapsed().as_secs_f64(), ui);
+                crate::watch::after_prune(cfg, &plan, started.elapsed().as_secs_f64(), ui);
                 ui.info(format!("pruned: {}", plan.totals().done()));
                 Ok(())
             }
@@ -158,4 +159,32 @@ fn print_table(plan: &Prune, out: &mut dyn Write) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `prune_after_run`: prune the target's storages right after a successful run.
+pub fn after_run(cfg: &Config, target: &str, ui: &Ui) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut prune = prune::prepare(
+        cfg,
+        &Request {
+            target: Some(target),
+            storage: None,
+            now: chrono::Utc::now(),
+            lock: true,
+            archives: &crate::db::registry::log_archive,
+        },
+    )?;
+    for p in &prune.plans {
+        if p.empty_policy {
+            ui.info(format!(
+                "prune {target} on `{}`: no retention policy, keeping every backup",
+                p.storage
+            ));
+        }
+    }
+    prune.execute(ui);
+    crate::watch::after_prune(cfg, &prune, started.elapsed().as_secs_f64(), ui);
+    let t = prune.totals();
+    ui.info(format!("prune {target}: kept {}, {}", t.keep, t.done()));
+    prune::finish(&prune)
 }

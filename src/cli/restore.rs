@@ -1,5 +1,5 @@
 use crate::config::Config;
-use crate::db::RestoreOptions;
+use crate::db::{registry, RestoreOptions, Target};
 use crate::engine::restore::{self, RestoreRequest};
 use crate::ui::Ui;
 use anyhow::Result;
@@ -46,23 +46,30 @@ pub struct RestoreArgs {
 }
 
 pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
-    let tcfg = cfg.target(&args.target)?;
+    let t = Target::resolve(cfg, &args.target)?;
     let req = RestoreRequest {
-        target: args.target.clone(),
         which: args.id.clone(),
         storage: args.storage.clone(),
         opts: RestoreOptions {
             to_database: args.to_database.clone(),
             tables: args.tables.clone(),
             clean: args.clean,
-            jobs: args.jobs.or(tcfg.restore_jobs).unwrap_or(2),
+            jobs: args.jobs,
         },
         yes: args.yes,
         dry_run: args.dry_run,
         check_counts: !args.no_check,
         temp_dir: args.temp_dir.clone(),
     };
-    let out = restore::restore(cfg, req, ui)?;
+    let mut engine = registry::open(&t)?;
+    if t.cfg.kind == "physical" {
+        return Err(crate::error::Fail::Usage(format!(
+            "target `{}` takes physical backups: restore them with `backup pitr {} --data-dir DIR --target-immediate` (see docs/pitr.md)",
+            t.name, t.name
+        ))
+        .into());
+    }
+    let out = restore::restore(&t, engine.logical(), req, ui)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if out.dry_run {

@@ -1,4 +1,5 @@
 use crate::config::Config;
+use crate::db::{registry, Target};
 use crate::engine::backup;
 use crate::ui::Ui;
 use anyhow::Result;
@@ -18,18 +19,14 @@ pub struct RunArgs {
 
 pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
     let started = std::time::Instant::now();
-    let res = if cfg.target(&args.target)?.kind == "physical" {
-        crate::engine::physical::run(cfg, &args.target, args.tag.as_deref(), ui)
-    } else {
-        backup::run(cfg, &args.target, args.tag.as_deref(), ui)
-    };
-    crate::engine::watch::after_backup(
-        cfg,
-        &args.target,
-        &res,
-        started.elapsed().as_secs_f64(),
-        ui,
-    );
+    let t = Target::resolve(cfg, &args.target)?;
+    let tag = args.tag.as_deref();
+    let res = registry::open(&t).and_then(|mut engine| match engine.physical() {
+        // A physical target's `run` is its physical backup; every other one is logical.
+        Some(physical) if t.cfg.kind == "physical" => physical.backup(&t, tag, ui),
+        _ => backup::run(&t, engine.logical(), tag, ui),
+    });
+    crate::watch::after_backup(cfg, &args.target, &res, started.elapsed().as_secs_f64(), ui);
     let out = res?;
     let m = &out.manifest;
     if args.json {
@@ -72,8 +69,8 @@ pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
         m.database.tables.len()
     ));
     // Only after a backup that succeeded everywhere (a failed run returned above).
-    if cfg.target(&args.target)?.prune_after_run {
-        crate::engine::prune::after_run(cfg, &args.target, ui).map_err(|e| {
+    if t.cfg.prune_after_run {
+        super::prune::after_run(cfg, &args.target, ui).map_err(|e| {
             e.context(format!(
                 "backup {} is stored, but pruning afterwards (prune_after_run) failed",
                 m.id

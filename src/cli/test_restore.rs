@@ -1,8 +1,9 @@
 use crate::config::Config;
+use crate::db::{lacks, registry, Target};
 use crate::engine::test_restore::{self, TestRestoreRequest};
-use crate::engine::watch;
 use crate::error::Fail;
 use crate::ui::Ui;
+use crate::watch;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ pub struct TestRestoreArgs {
 }
 
 pub fn execute(cfg: &Config, args: TestRestoreArgs, ui: &Ui) -> Result<()> {
-    cfg.target(&args.target)?;
+    let t = Target::resolve(cfg, &args.target)?;
     let within = match &args.within {
         Some(w) => {
             Some(crate::duration::parse(w).map_err(|e| Fail::Usage(format!("--within: {e}")))?)
@@ -34,18 +35,20 @@ pub fn execute(cfg: &Config, args: TestRestoreArgs, ui: &Ui) -> Result<()> {
         None => None,
     };
     let req = TestRestoreRequest {
-        target: args.target.clone(),
         which: args.id.clone(),
         within,
     };
-    let t = std::time::Instant::now();
-    let res = test_restore::run(cfg, &req, ui);
-    watch::after_test_restore(cfg, &args.target, &res, t.elapsed().as_secs_f64(), ui);
+    let started = std::time::Instant::now();
+    let res = registry::open(&t).and_then(|mut engine| match engine.scratch() {
+        Some(scratch) => test_restore::run(&t, scratch, &req, ui),
+        None => Err(lacks(&t, "throwaway instance for test-restore", "")),
+    });
+    watch::after_test_restore(cfg, &args.target, &res, started.elapsed().as_secs_f64(), ui);
     let report = res?;
     if let Some(p) = &args.report {
         let mut b = serde_json::to_vec_pretty(&report)?;
         b.push(b'\n');
-        crate::engine::metrics::write_atomic(p, &b)?;
+        crate::watch::sink::write_atomic(p, &b)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

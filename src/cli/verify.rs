@@ -1,7 +1,8 @@
 use crate::config::Config;
-use crate::db;
+use crate::db::{registry, Target};
 use crate::engine::{catalog, verify};
 use crate::error::Fail;
+use crate::manifest::VerifyReport;
 use crate::storage;
 use crate::ui::Ui;
 use anyhow::Result;
@@ -41,8 +42,10 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
     let mut reports = Vec::new();
     let mut missing = Vec::new();
     for t in &targets {
-        let tcfg = cfg.target(t)?;
-        let engine = db::logical_engine(t, tcfg)?;
+        let target = Target::resolve(cfg, t)?;
+        let tcfg = target.cfg;
+        let mut engine = registry::open(&target)?;
+        let archive = registry::log_archive(&target);
         for sname in &tcfg.storages {
             if args.storage.as_ref().is_some_and(|s| s != sname) {
                 continue;
@@ -57,9 +60,17 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
             if chosen.is_empty() {
                 missing.push(format!("no backup `{which}` of `{t}` on `{sname}`"));
             }
-            if tcfg.kind == "physical" {
+            if let Some(a) = &archive {
                 ui.info(format!("verifying the WAL archive of {t} on `{sname}`"));
-                let r = crate::engine::wal::verify_archive(s.as_ref(), t, &cat.backups);
+                let (checks, problems) = a.verify(s.as_ref(), t, &cat.backups);
+                let r = VerifyReport {
+                    target: t.to_string(),
+                    id: a.folder().into(),
+                    storage: s.name().to_string(),
+                    ok: problems.is_empty(),
+                    checks,
+                    problems,
+                };
                 if !args.json {
                     print_report(&r, ui);
                 }
@@ -67,7 +78,7 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
             }
             for m in chosen {
                 ui.info(format!("verifying {t} {} on `{sname}`", m.id));
-                let r = verify::verify_backup(s.as_ref(), m, engine.as_ref());
+                let r = verify::verify_backup(s.as_ref(), m, engine.logical());
                 if !args.json {
                     print_report(&r, ui);
                 }
@@ -79,7 +90,7 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
         .iter()
         .map(|r| (r.target.clone(), r.storage.clone(), r.ok))
         .collect();
-    crate::engine::watch::after_verify(cfg, &results, started.elapsed().as_secs_f64(), ui);
+    crate::watch::after_verify(cfg, &results, started.elapsed().as_secs_f64(), ui);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }
@@ -112,7 +123,7 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
-fn print_report(r: &verify::VerifyReport, ui: &Ui) {
+fn print_report(r: &VerifyReport, ui: &Ui) {
     println!(
         "{} {} {} {}",
         if r.ok { "OK  " } else { "FAIL" },

@@ -15,8 +15,8 @@
 //! like the shell's "command not executable"), and it is not a signal number, so it
 //! cannot be mistaken for one in logs.
 
-use crate::config::Config;
-use crate::engine::wal::{self, FetchOutcome, PushOutcome, WalConflict};
+use crate::db::recovery::WalConflict;
+use crate::db::{lacks, registry, FetchOutcome, PhysicalEngine, PushOutcome, Target};
 use crate::ui::Ui;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -43,9 +43,28 @@ pub struct WalFetchArgs {
     pub destination: PathBuf,
 }
 
+/// Loads the configuration and runs `f` with the target's physical capability.
+fn with_physical<T>(
+    config: Option<&Path>,
+    target: &str,
+    f: impl FnOnce(&mut dyn PhysicalEngine, &Target) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let cfg = super::load_config(config)?;
+    let t = Target::resolve(&cfg, target)?;
+    let mut engine = registry::open(&t)?;
+    match engine.physical() {
+        Some(p) => f(p, &t),
+        None => Err(lacks(
+            &t,
+            "WAL archive",
+            "; set kind = \"physical\" (see docs/pitr.md)",
+        )),
+    }
+}
+
 pub fn push_main(config: Option<&Path>, args: WalPushArgs, ui: &Ui) -> ExitCode {
     let started = std::time::Instant::now();
-    let res = Config::load(config).and_then(|cfg| wal::push(&cfg, &args.target, &args.path));
+    let res = with_physical(config, &args.target, |p, t| p.archive_push(t, &args.path));
     let name = args
         .path
         .file_name()
@@ -82,8 +101,9 @@ pub fn push_main(config: Option<&Path>, args: WalPushArgs, ui: &Ui) -> ExitCode 
 }
 
 pub fn fetch_main(config: Option<&Path>, args: WalFetchArgs, ui: &Ui) -> ExitCode {
-    let res = Config::load(config)
-        .and_then(|cfg| wal::fetch(&cfg, &args.target, &args.name, &args.destination));
+    let res = with_physical(config, &args.target, |p, t| {
+        p.archive_fetch(t, &args.name, &args.destination)
+    });
     match res {
         Ok(FetchOutcome::Fetched(s)) => {
             ui.info(format!(

@@ -1,18 +1,88 @@
-//! Database engine seam. An engine wraps the native tools of one database: it checks
-//! what can be checked before a byte is written, produces a dump stream, restores
-//! from a (verified, local) artifact, and reports what it knew for the manifest.
+//! The seam between the database-agnostic engine library and the databases.
 //!
-//! Logical engines (this version: PostgreSQL via pg_dump) implement [`LogicalEngine`].
-//! Physical backups (a base backup plus a WAL archive) fit the same shape: the base
-//! backup is the dump stream, and the WAL range goes into [`crate::manifest::WalRange`].
+//! An engine wraps the native tools of one database. What engines can do differs, so
+//! the seam is a small set of capability traits, handed out per target by
+//! [`registry`]:
+//!
+//! - [`LogicalEngine`], every engine: a logical backup as a stream, the engine's own
+//!   check of an artifact, a restore from a verified local file, facts for the manifest.
+//! - [`PhysicalEngine`], some engines: a physical backup with a log archive beside it
+//!   and point-in-time recovery (PostgreSQL: base backups + WAL).
+//! - [`LogArchive`], engines with a log archive: how far each backup can be recovered
+//!   (`list`), whether the archive is whole (`verify`), what retention may drop (`prune`).
+//! - [`ScratchEngine`], engines that can start a throwaway instance: `test-restore`.
+//!
+//! A command asks the registry for the capability it needs; a target whose engine
+//! lacks it gets one line and exit 2 ([`lacks`]), never a panic or a database error.
+//! This module names no database and imports nothing but leaf modules, so the engine
+//! library can use these traits while each `db::<engine>` uses the engine library.
 
 pub mod postgres;
+pub mod recovery;
+pub mod registry;
 
-use crate::manifest::DatabaseFacts;
+use crate::config::{Config, TestRestoreConfig};
+use crate::error::Fail;
+use crate::manifest::{DatabaseFacts, Manifest, RunOutcome, TableFact};
+use crate::storage::Storage;
+use crate::ui::Ui;
 use anyhow::Result;
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
+
+pub use recovery::{FetchOutcome, Goal, PitrOutcome, PitrRequest, PushOutcome};
+
+/// A target resolved once: its name, its config and the whole config (for storages,
+/// state and notifiers). Engines and the engine library take this, never a name to
+/// look up again.
+#[derive(Clone, Copy)]
+pub struct Target<'c> {
+    pub name: &'c str,
+    pub cfg: &'c crate::config::TargetConfig,
+    pub config: &'c Config,
+}
+
+impl<'c> Target<'c> {
+    pub fn resolve(config: &'c Config, name: &'c str) -> Result<Target<'c>> {
+        Ok(Target {
+            name,
+            cfg: config.target(name)?,
+            config,
+        })
+    }
+
+    /// Opens every storage of the target, in the configured order.
+    pub fn open_storages(&self) -> Result<Vec<Box<dyn Storage>>> {
+        self.cfg
+            .storages
+            .iter()
+            .map(|s| crate::storage::open(self.config, s))
+            .collect()
+    }
+
+    /// The target's storage names, local ones first (faster to read).
+    pub fn storages_local_first(&self) -> Vec<String> {
+        let mut names = self.cfg.storages.clone();
+        names.sort_by_key(|n| {
+            !matches!(
+                self.config.storages.get(n),
+                Some(crate::config::StorageConfig::Local { .. })
+            )
+        });
+        names
+    }
+
+    /// Opens every storage of the target, local ones first.
+    pub fn open_storages_local_first(&self) -> Result<Vec<Box<dyn Storage>>> {
+        self.storages_local_first()
+            .iter()
+            .map(|s| crate::storage::open(self.config, s))
+            .collect()
+    }
+}
 
 /// What the pre-checks learned.
 #[derive(Debug, Clone, Default)]
@@ -50,9 +120,19 @@ pub struct RestoreOptions {
     pub tables: Vec<String>,
     /// Drop objects before recreating them.
     pub clean: bool,
-    pub jobs: u32,
+    /// Parallel restore jobs (None: the engine's configured default).
+    pub jobs: Option<u32>,
 }
 
+/// Does a table selector (`name` or `schema.name`) pick this table?
+pub fn table_selected(selector: &str, t: &TableFact) -> bool {
+    match selector.split_once('.') {
+        Some((s, n)) => s == t.schema && n == t.name,
+        None => selector == t.name,
+    }
+}
+
+/// Every engine: logical backups and their restore.
 pub trait LogicalEngine {
     fn artifact(&self) -> ArtifactSpec;
     /// Tools found, versions compatible, server reachable. Writes nothing.
@@ -61,23 +141,152 @@ pub trait LogicalEngine {
     /// Checks that the engine's own tools can read the artifact (decompressed stream).
     fn check_artifact(&self, artifact: &mut dyn Read) -> Result<String>;
     /// Checks the restore side before anything is touched: tools, server, database.
+    /// Returns the database that will be restored into.
     fn restore_precheck(&mut self, opts: &RestoreOptions, manifest_format: &str) -> Result<String>;
+    /// One line for the restore plan: how the artifact goes into `database`.
+    fn restore_plan(&self, opts: &RestoreOptions, manifest_format: &str, database: &str) -> String;
     /// Restores from a verified local file.
     fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()>;
     /// Row counts of the restored tables, for comparison with the manifest.
-    fn count_rows(&mut self, opts: &RestoreOptions) -> Result<Vec<crate::manifest::TableFact>>;
+    fn count_rows(&mut self, opts: &RestoreOptions) -> Result<Vec<TableFact>>;
 }
 
-/// Builds the engine for a target.
-pub fn logical_engine(
-    target: &str,
-    cfg: &crate::config::TargetConfig,
-) -> Result<Box<dyn LogicalEngine>> {
-    match cfg.engine.as_str() {
-        "postgres" => Ok(Box::new(postgres::Postgres::new(target, cfg)?)),
-        other => Err(crate::error::Fail::Config(format!(
-            "engine `{other}` of target `{target}` is not supported by this version"
-        ))
-        .into()),
+/// Physical backups with a log archive and point-in-time recovery.
+pub trait PhysicalEngine {
+    /// `backup run` of a physical target: take the physical backup and store it.
+    fn backup(&mut self, t: &Target, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome>;
+    /// `backup check`: log archiving works end to end. Lines to print.
+    fn check_archiving(&mut self, t: &Target, timeout: Duration, ui: &Ui) -> Result<Vec<String>>;
+    /// `backup pitr`: restore a physical backup and recover to a point.
+    fn recover(&mut self, t: &Target, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome>;
+    /// archive_command: store one log file on every storage.
+    fn archive_push(&mut self, t: &Target, path: &Path) -> Result<PushOutcome>;
+    /// restore_command: fetch one log file (Err: storage or checksum problem).
+    fn archive_fetch(&mut self, t: &Target, name: &str, dest: &Path) -> Result<FetchOutcome>;
+}
+
+/// Until when a backup can be recovered from the log archive on one storage.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// When the newest contiguous log file was stored (None: unknown).
+    pub until: Option<DateTime<Utc>>,
+    /// The newest contiguous log file.
+    pub until_file: String,
+}
+
+/// What retention may remove from a log archive on one storage.
+#[derive(Debug, Clone)]
+pub struct LogPrune {
+    /// The kept backup that bounds the archive (None: no kept backup needs it; the
+    /// archive is then left alone).
+    pub oldest_kept: Option<(String, DateTime<Utc>)>,
+    pub remove: Vec<String>,
+    pub remove_bytes: u64,
+    pub reason: String,
+}
+
+/// The log archive's part in `list`, `verify` and `prune`.
+pub trait LogArchive {
+    /// The folder under the target that holds the archive (`wal`).
+    fn folder(&self) -> &'static str;
+    /// Per backup (in order): how far it can be recovered; None when a log file it
+    /// needs is missing.
+    fn windows(
+        &self,
+        s: &dyn Storage,
+        target: &str,
+        backups: &[Manifest],
+    ) -> Result<Vec<Option<Window>>>;
+    /// The archive's continuity: (checks passed, problems).
+    fn verify(
+        &self,
+        s: &dyn Storage,
+        target: &str,
+        backups: &[Manifest],
+    ) -> (Vec<String>, Vec<String>);
+    /// Of the archive's `keys`, those no kept backup needs.
+    fn prune(
+        &self,
+        s: &dyn Storage,
+        target: &str,
+        kept: &[&Manifest],
+        keys: Vec<String>,
+    ) -> Result<LogPrune>;
+}
+
+/// What `test-restore` asks of the engine: restore into a throwaway place and check.
+pub struct ScratchRequest<'a> {
+    pub settings: &'a TestRestoreConfig,
+    /// The largest allowed gap between the newest freshness value and the backup.
+    pub max_lag: Duration,
+    /// The operator's checks (text of `checks_sql`).
+    pub checks_sql: Option<&'a str>,
+}
+
+/// One check of a test-restore.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+    #[serde(default)]
+    pub figures: serde_json::Value,
+}
+
+impl Check {
+    pub fn new(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            passed,
+            detail: detail.into(),
+            figures: serde_json::Value::Null,
+        }
     }
+}
+
+/// What the engine did in its scratch place.
+pub struct ScratchOutcome {
+    /// Where it restored (`temporary cluster (PostgreSQL 15.19) in /tmp/...`).
+    pub place: String,
+    /// Seconds the restore itself took (the RTO is judged on it).
+    pub restore_seconds: f64,
+    /// Whether the restore worked (later checks are meaningless otherwise).
+    pub restored: bool,
+    /// The restore check first, then the engine's checks of the restored data.
+    pub checks: Vec<Check>,
+}
+
+/// Engines that can start a throwaway instance for `test-restore`.
+pub trait ScratchEngine {
+    /// Restores backup `m` from `storage` into a scratch place, checks it, removes it.
+    /// Errors before the restore (no server binaries) are errors; from the restore
+    /// on, every finding is a check.
+    fn test_restore(
+        &mut self,
+        t: &Target,
+        storage: &dyn Storage,
+        m: &Manifest,
+        req: &ScratchRequest,
+        ui: &Ui,
+    ) -> Result<ScratchOutcome>;
+}
+
+/// What the registry hands out for a target: the capabilities its engine has.
+pub trait Engine {
+    fn logical(&mut self) -> &mut dyn LogicalEngine;
+    fn physical(&mut self) -> Option<&mut dyn PhysicalEngine> {
+        None
+    }
+    fn scratch(&mut self) -> Option<&mut dyn ScratchEngine> {
+        None
+    }
+}
+
+/// The one-line refusal for a capability a target's engine does not have (exit 2).
+pub fn lacks(t: &Target, what: &str, hint: &str) -> anyhow::Error {
+    Fail::Usage(format!(
+        "target `{}` ({}, kind = \"{}\") has no {what}{hint}",
+        t.name, t.cfg.engine, t.cfg.kind
+    ))
+    .into()
 }

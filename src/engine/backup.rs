@@ -6,26 +6,17 @@
 //! fails mid-way is dropped from the run (its partial object removed) while the others
 //! carry on, and the run exits non-zero naming it.
 
-use crate::config::Config;
-use crate::db::{self, ArtifactSpec};
+use crate::db::{ArtifactSpec, LogicalEngine, Target};
 use crate::engine::catalog;
 use crate::engine::lock::{hostname, Lock};
 use crate::error::Fail;
-use crate::manifest::{self, Artifact, Kind, Manifest, MANIFEST_FILE};
+use crate::manifest::{self, Artifact, Kind, Manifest, RunOutcome, MANIFEST_FILE};
 use crate::storage::{self, ObjectWriter, PutMeta, Storage};
 use crate::ui::{Progress, Ui};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-
-#[derive(Debug)]
-pub struct RunOutcome {
-    pub manifest: Manifest,
-    pub stored_on: Vec<String>,
-    /// Storages that failed, with the reason; the run fails when any did.
-    pub failed: Vec<(String, String)>,
-}
 
 pub fn validate_tag(tag: &str) -> Result<()> {
     let ok = !tag.is_empty()
@@ -280,19 +271,19 @@ impl<'s> Upload<'s> {
 pub struct InterruptCleanup {
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     commit: std::sync::Arc<std::sync::Mutex<()>>,
-    _guard: crate::engine::scratch::CleanupGuard,
+    _guard: crate::engine::cleanup::CleanupGuard,
 }
 
 impl InterruptCleanup {
-    pub fn new(cfg: &Config, storages: &[Box<dyn Storage>], target: &str, id: &str) -> Self {
+    pub fn new(t: &Target, storages: &[Box<dyn Storage>], id: &str) -> Self {
         use std::sync::atomic::{AtomicBool, Ordering};
         let armed = std::sync::Arc::new(AtomicBool::new(true));
         let commit = std::sync::Arc::new(std::sync::Mutex::new(()));
         let (flag, lock) = (armed.clone(), commit.clone());
-        let cfg = cfg.clone();
+        let cfg = t.config.clone();
         let names: Vec<String> = storages.iter().map(|s| s.name().to_string()).collect();
-        let prefix = format!("{target}/{id}/");
-        let guard = crate::engine::scratch::CleanupGuard::new(move || {
+        let prefix = format!("{}/{id}/", t.name);
+        let guard = crate::engine::cleanup::CleanupGuard::new(move || {
             let _commit = lock.lock().unwrap_or_else(|p| p.into_inner());
             if !flag.swap(false, Ordering::SeqCst) {
                 return;
@@ -369,17 +360,12 @@ pub fn object_meta(target: &str, engine: &str, id: &str, tag: Option<&str>) -> P
 /// Opens a target's storages, checks free space on local ones (against the last
 /// backup's size plus 20%, else `db_size`), and returns the newest backup id there.
 pub fn open_and_check(
-    cfg: &Config,
-    target: &str,
+    t: &Target,
     db_size: Option<u64>,
     ui: &Ui,
 ) -> Result<(Storages, Option<String>, Failures)> {
-    let tcfg = cfg.target(target)?;
-    let storages: Vec<Box<dyn Storage>> = tcfg
-        .storages
-        .iter()
-        .map(|s| storage::open(cfg, s))
-        .collect::<Result<_>>()?;
+    let (tcfg, target) = (t.cfg, t.name);
+    let storages = t.open_storages()?;
 
     // Free space on local storages: against the last backup's size when there is
     // one (with 20% headroom), else against the database's size.
@@ -436,18 +422,33 @@ pub fn open_and_check(
     Ok((usable, last_id, failed))
 }
 
-pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
-    let tcfg = cfg.target(target)?;
-    if let Some(t) = tag {
-        validate_tag(t)?;
-    }
-    let _lock = Lock::acquire(&cfg.state_dir(), target, &format!("backup run {target}"))?;
+/// Takes the run lock of a target (one run, prune or physical backup at a time).
+pub fn lock_target(t: &Target) -> Result<Lock> {
+    Lock::acquire(
+        &t.config.state_dir(),
+        t.name,
+        &format!("backup run {}", t.name),
+    )
+}
 
-    let mut engine = db::logical_engine(target, tcfg)?;
+/// `backup run` of a logical target: the engine's dump stream -> compression ->
+/// SHA-256 -> every storage, then the manifest.
+pub fn run(
+    t: &Target,
+    engine: &mut dyn LogicalEngine,
+    tag: Option<&str>,
+    ui: &Ui,
+) -> Result<RunOutcome> {
+    let (tcfg, target) = (t.cfg, t.name);
+    if let Some(tag) = tag {
+        validate_tag(tag)?;
+    }
+    let _lock = lock_target(t)?;
+
     let info = engine.precheck()?;
     let spec: ArtifactSpec = engine.artifact();
 
-    let (storages, last_id, left_out) = open_and_check(cfg, target, info.size_bytes, ui)?;
+    let (storages, last_id, left_out) = open_and_check(t, info.size_bytes, ui)?;
 
     let (started, id) = allocate_id(last_id.as_deref());
     let meta = object_meta(target, &tcfg.engine, &id, tag);
@@ -461,7 +462,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
 
     let key = catalog::artifact_key(target, &id, &spec.name);
     let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
-    let interrupted = InterruptCleanup::new(cfg, &storages, target, &id);
+    let interrupted = InterruptCleanup::new(t, &storages, &id);
     let mut dump = engine.start_dump()?;
     let mut progress = ui.progress(&format!("{target} {id}"), None);
     let level = tcfg.compression_level.unwrap_or(6);

@@ -1,19 +1,13 @@
-//! The engine library: everything the subcommands do, without clap types.
+//! The engine library: everything the subcommands do, without clap types, and without
+//! naming a database. Engines are reached through the traits of [`crate::db`].
 
 pub mod backup;
 pub mod catalog;
+pub mod cleanup;
 pub mod lock;
-pub mod metrics;
-pub mod notify;
-pub mod physical;
-pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod retention;
-pub mod scratch;
 pub mod status;
-pub mod tar;
 pub mod test_restore;
 pub mod verify;
-pub mod wal;
-pub mod watch;

@@ -13,6 +13,7 @@
 //! the manifests' `wal` and `depends_on`, which the plan already honours.
 
 use crate::config::Config;
+use crate::db::{LogArchive, Target};
 use crate::engine::catalog;
 use crate::engine::lock::Lock;
 use crate::engine::retention::{self, Action, Backup, Policy, State};
@@ -118,6 +119,9 @@ pub struct Request<'a> {
     pub now: DateTime<Utc>,
     /// Take each target's lock (not for a dry run: it may run beside a backup).
     pub lock: bool,
+    /// The log archive of a target, when its engine has one (the registry's
+    /// `log_archive`): its files are pruned along with the backups.
+    pub archives: &'a dyn Fn(&Target) -> Option<Box<dyn LogArchive>>,
 }
 
 /// Reads the storages and plans; holds the targets' locks until dropped.
@@ -145,7 +149,9 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
     let mut plans = Vec::new();
     let mut errors = Vec::new();
     for t in &targets {
-        let tcfg = cfg.target(t)?;
+        let target = Target::resolve(cfg, t)?;
+        let archive = (req.archives)(&target);
+        let tcfg = target.cfg;
         let names: Vec<&String> = tcfg
             .storages
             .iter()
@@ -176,7 +182,7 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
                     continue;
                 }
             };
-            match plan_storage(handle, t, &policy, req.now) {
+            match plan_storage(handle, t, archive.as_deref(), &policy, req.now) {
                 Ok(p) => plans.push(p),
                 Err(e) => errors.push(format!("storage `{sname}`: {e:#}")),
             }
@@ -192,6 +198,7 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
 fn plan_storage(
     handle: Box<dyn Storage>,
     target: &str,
+    archive: Option<&dyn LogArchive>,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<StoragePlan> {
@@ -262,8 +269,10 @@ fn plan_storage(
         })
         .collect::<Vec<_>>();
     let mut entries = entries;
-    if let Some(w) = plan_wal(handle.as_ref(), target, &cat, &entries, &mut keys, now)? {
-        entries.push(w);
+    if let Some(a) = archive {
+        if let Some(w) = plan_log(handle.as_ref(), a, target, &cat, &entries, &mut keys, now)? {
+            entries.push(w);
+        }
     }
     Ok(StoragePlan {
         target: target.to_string(),
@@ -276,19 +285,17 @@ fn plan_storage(
     })
 }
 
-/// WAL retention: segments (and `.partial`/`.backup` files) older than the start of
-/// the oldest kept physical base backup are needed by no kept backup and go;
-/// `.history` files always stay (tiny, and timeline switches need them). With no kept
-/// physical backup nothing is removed: a WAL archive is never pruned blind.
-fn plan_wal(
+/// The log archive's part: what its engine says no kept backup needs. With no kept
+/// backup that needs the archive, nothing is removed: an archive is never pruned blind.
+fn plan_log(
     s: &dyn Storage,
+    archive: &dyn LogArchive,
     target: &str,
     cat: &catalog::Catalog,
     entries: &[Entry],
     keys: &mut HashMap<String, Vec<String>>,
     now: DateTime<Utc>,
 ) -> Result<Option<Entry>> {
-    use crate::engine::wal;
     let kept: Vec<&crate::manifest::Manifest> = cat
         .backups
         .iter()
@@ -299,84 +306,29 @@ fn plan_wal(
                 .any(|e| e.id == m.id && e.action == Action::Keep && !e.incomplete)
         })
         .collect();
-    let wal_keys = keys.remove("wal").unwrap_or_default();
-    if wal_keys.is_empty() {
+    let log_keys = keys.remove(archive.folder()).unwrap_or_default();
+    if log_keys.is_empty() {
         return Ok(None);
     }
-    let Some(oldest) = kept
-        .iter()
-        .filter_map(|m| {
-            let w = m.wal.as_ref()?;
-            let seg = m
-                .database
-                .extra
-                .get("wal_segment_size")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(wal::DEFAULT_SEGMENT_SIZE);
-            let (_, segno) = wal::parse_segment(&w.start_segment, seg)?;
-            Some((segno, seg, *m))
-        })
-        .min_by_key(|(segno, _, _)| *segno)
-    else {
-        return Ok(Some(Entry {
-            target: target.to_string(),
-            storage: s.name().to_string(),
-            id: "wal".into(),
-            time: now,
-            tag: None,
-            incomplete: false,
-            action: Action::Keep,
-            reasons: vec!["no kept physical base backup: the WAL archive is left alone".into()],
-            size_bytes: 0,
-            result: None,
-            detail: None,
-            wal: true,
-            keys: vec![],
-        }));
-    };
-    let (min_segno, seg_size, m) = oldest;
-    let sizes: HashMap<String, u64> = s
-        .list(&wal::wal_prefix(target))?
-        .into_iter()
-        .map(|o| (o.key, o.size))
-        .collect();
-    let mut remove = Vec::new();
-    let mut bytes = 0;
-    for k in wal_keys {
-        let name = k.rsplit('/').next().unwrap_or("").trim_end_matches(".gz");
-        if name.ends_with(".history") || name.len() < 24 {
-            continue;
-        }
-        if let Some((_, segno)) = wal::parse_segment(&name[..24], seg_size) {
-            if segno < min_segno {
-                bytes += sizes.get(&k).copied().unwrap_or(0);
-                remove.push(k);
-            }
-        }
-    }
-    let start = &m.wal.as_ref().expect("physical").start_segment;
+    let p = archive.prune(s, target, &kept, log_keys)?;
     Ok(Some(Entry {
         target: target.to_string(),
         storage: s.name().to_string(),
-        id: "wal".into(),
-        time: m.started_at,
+        id: archive.folder().into(),
+        time: p.oldest_kept.as_ref().map(|k| k.1).unwrap_or(now),
         tag: None,
         incomplete: false,
-        action: if remove.is_empty() {
+        action: if p.remove.is_empty() {
             Action::Keep
         } else {
             Action::Remove
         },
-        reasons: vec![format!(
-            "{} WAL file(s) before {start}, the start of the oldest kept base backup {}",
-            remove.len(),
-            m.id
-        )],
-        size_bytes: bytes,
+        reasons: vec![p.reason],
+        size_bytes: p.remove_bytes,
         result: None,
         detail: None,
         wal: true,
-        keys: remove,
+        keys: p.remove,
     }))
 }
 
@@ -560,33 +512,6 @@ pub fn finish(prune: &Prune) -> Result<()> {
     anyhow::bail!("prune incomplete: {}", problems.join("; "))
 }
 
-/// `prune_after_run`: prune the target's storages right after a successful run.
-pub fn after_run(cfg: &Config, target: &str, ui: &Ui) -> Result<()> {
-    let started = std::time::Instant::now();
-    let mut prune = prepare(
-        cfg,
-        &Request {
-            target: Some(target),
-            storage: None,
-            now: Utc::now(),
-            lock: true,
-        },
-    )?;
-    for p in &prune.plans {
-        if p.empty_policy {
-            ui.info(format!(
-                "prune {target} on `{}`: no retention policy, keeping every backup",
-                p.storage
-            ));
-        }
-    }
-    prune.execute(ui);
-    crate::engine::watch::after_prune(cfg, &prune, started.elapsed().as_secs_f64(), ui);
-    let t = prune.totals();
-    ui.info(format!("prune {target}: kept {}, {}", t.keep, t.done()));
-    finish(&prune)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,6 +543,7 @@ mod tests {
         let mut p = plan_storage(
             Box::new(s.clone()),
             "pg",
+            None,
             &Policy {
                 keep_last: 1,
                 ..Policy::default()

@@ -6,8 +6,7 @@
 //! with ON_ERROR_STOP, so a failed restore leaves the database as it was. Afterwards
 //! the restored tables' row counts are compared with the manifest's.
 
-use crate::config::Config;
-use crate::db::{self, RestoreOptions};
+use crate::db::{table_selected, LogicalEngine, RestoreOptions, Target};
 use crate::engine::{catalog, verify};
 use crate::error::Fail;
 use crate::manifest::Manifest;
@@ -19,7 +18,6 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 pub struct RestoreRequest {
-    pub target: String,
     pub which: String,
     pub storage: Option<String>,
     pub opts: RestoreOptions,
@@ -43,26 +41,15 @@ pub struct RestoreOutcome {
 
 /// Finds a backup on the named storage, or on the first of the target's storages that
 /// has it (local storages first: faster to read).
-pub fn locate(
-    cfg: &Config,
-    target: &str,
-    which: &str,
-    only: Option<&str>,
-) -> Result<(Box<dyn Storage>, Manifest)> {
-    let tcfg = cfg.target(target)?;
-    let mut names: Vec<String> = match only {
+pub fn locate(t: &Target, which: &str, only: Option<&str>) -> Result<(Box<dyn Storage>, Manifest)> {
+    let (cfg, target) = (t.config, t.name);
+    let names: Vec<String> = match only {
         Some(s) => {
             cfg.storage(s)?;
             vec![s.to_string()]
         }
-        None => tcfg.storages.clone(),
+        None => t.storages_local_first(),
     };
-    names.sort_by_key(|n| {
-        !matches!(
-            cfg.storages.get(n),
-            Some(crate::config::StorageConfig::Local { .. })
-        )
-    });
     let mut errors = Vec::new();
     let mut best: Option<(Box<dyn Storage>, Manifest)> = None;
     for n in &names {
@@ -125,11 +112,16 @@ pub fn confirm(ui: &Ui, question: &str, yes: bool) -> Result<()> {
     }
 }
 
-pub fn restore(cfg: &Config, req: RestoreRequest, ui: &Ui) -> Result<RestoreOutcome> {
+/// Restores a logical backup of target `t` with its engine.
+pub fn restore(
+    t: &Target,
+    engine: &mut dyn LogicalEngine,
+    req: RestoreRequest,
+    ui: &Ui,
+) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
-    let tcfg = cfg.target(&req.target)?;
-    let (storage, m) = locate(cfg, &req.target, &req.which, req.storage.as_deref())?;
-    let mut engine = db::logical_engine(&req.target, tcfg)?;
+    let tcfg = t.cfg;
+    let (storage, m) = locate(t, &req.which, req.storage.as_deref())?;
     let database = engine
         .restore_precheck(&req.opts, &m.format)
         .context("checking the restore target before touching anything")?;
@@ -160,35 +152,7 @@ pub fn restore(cfg: &Config, req: RestoreRequest, ui: &Ui) -> Result<RestoreOutc
             art.name
         ),
     ];
-    let into = if req.opts.to_database.is_some() {
-        format!("into database `{database}` (created if missing)")
-    } else {
-        format!("into database `{database}` (the target's own database)")
-    };
-    if m.format == "plain" {
-        plan.push(format!(
-            "{into}: psql --single-transaction -v ON_ERROR_STOP=1; objects in the dump are dropped and recreated, all or nothing"
-        ));
-    } else if req.opts.tables.is_empty() {
-        plan.push(format!(
-            "{into}: pg_restore{}",
-            if req.opts.clean {
-                " --clean --if-exists --single-transaction"
-            } else {
-                " (parallel jobs into a fresh database, else one transaction)"
-            }
-        ));
-    } else {
-        plan.push(format!(
-            "{into}: pg_restore of table(s) {}{} in one transaction",
-            req.opts.tables.join(", "),
-            if req.opts.clean {
-                " (dropped first)"
-            } else {
-                ""
-            }
-        ));
-    }
+    plan.push(engine.restore_plan(&req.opts, &m.format, &database));
     if req.check_counts {
         plan.push("then compare restored row counts with the manifest".into());
     }
@@ -258,7 +222,7 @@ pub fn restore(cfg: &Config, req: RestoreRequest, ui: &Ui) -> Result<RestoreOutc
         }
     };
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let (checks, problems) = verify::check_stream(Box::new(file), &art, engine.as_ref());
+    let (checks, problems) = verify::check_stream(Box::new(file), &art, &*engine);
     if !problems.is_empty() {
         // At 3 a.m. the next question is where else the backup is.
         let others: Vec<String> = tcfg
@@ -294,11 +258,7 @@ pub fn restore(cfg: &Config, req: RestoreRequest, ui: &Ui) -> Result<RestoreOutc
             .tables
             .iter()
             .filter(|t| {
-                req.opts.tables.is_empty()
-                    || req.opts.tables.iter().any(|x| {
-                        let (s, n) = crate::db::postgres::split_table(x);
-                        n == t.name && s.map_or(true, |s| s == t.schema)
-                    })
+                req.opts.tables.is_empty() || req.opts.tables.iter().any(|x| table_selected(x, t))
             })
             .collect();
         let mut mismatches = Vec::new();

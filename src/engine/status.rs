@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::engine::catalog;
-use crate::engine::watch;
+use crate::engine::test_restore::last_test_restore;
 use crate::storage;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -86,7 +86,7 @@ pub fn status(cfg: &Config, only: Option<&str>, max_age: Duration) -> Result<Vec
             };
             storages.push(st);
         }
-        let last_test_restore = watch::last_test_restore(cfg, &t).map(|l| TestRestoreStatus {
+        let last_test_restore = last_test_restore(cfg, &t).map(|l| TestRestoreStatus {
             at: l.at,
             passed: l.passed,
             id: l.id,

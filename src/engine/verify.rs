@@ -6,21 +6,10 @@
 //! --list` for custom archives). One pass over the bytes does all of it.
 
 use crate::db::LogicalEngine;
-use crate::manifest::{Artifact, Manifest};
+use crate::manifest::{Artifact, Manifest, VerifyReport};
 use crate::storage::Storage;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::io::Read;
-
-#[derive(Debug, Serialize)]
-pub struct VerifyReport {
-    pub target: String,
-    pub id: String,
-    pub storage: String,
-    pub ok: bool,
-    pub checks: Vec<String>,
-    pub problems: Vec<String>,
-}
 
 pub struct Hashing<R> {
     pub inner: R,

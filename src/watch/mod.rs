@@ -1,14 +1,17 @@
 //! After a run: metrics, notifications and the last test-restore result, in one place so
 //! the subcommands each add a single call.
 
+pub mod metrics;
+pub mod notify;
+pub mod sink;
+
 use crate::config::Config;
-use crate::engine::backup::RunOutcome;
-use crate::engine::metrics::{self, Event, Op};
-use crate::engine::notify::{self, Notice};
-use crate::engine::test_restore::TestRestoreReport;
+use crate::engine::test_restore::{last_test_restore_path, LastTestRestore, TestRestoreReport};
+use crate::manifest::RunOutcome;
 use crate::ui::Ui;
 use anyhow::Result;
-use std::path::PathBuf;
+use metrics::{Event, Op};
+use notify::Notice;
 
 fn kind_of(cfg: &Config, target: &str) -> String {
     cfg.targets
@@ -87,29 +90,6 @@ pub fn after_verify(cfg: &Config, results: &[(String, String, bool)], seconds: f
     if !events.is_empty() {
         metrics::record(cfg, &events, ui);
     }
-}
-
-pub fn last_test_restore_path(cfg: &Config, target: &str) -> PathBuf {
-    cfg.state_dir()
-        .join("test-restore")
-        .join(format!("{target}.json"))
-}
-
-/// The last test-restore of a target, as kept by [`after_test_restore`].
-pub fn last_test_restore(cfg: &Config, target: &str) -> Option<LastTestRestore> {
-    let b = std::fs::read(last_test_restore_path(cfg, target)).ok()?;
-    serde_json::from_slice(&b).ok()
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LastTestRestore {
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub passed: bool,
-    /// The backup tested (None when the run failed before choosing one).
-    pub id: Option<String>,
-    pub storage: Option<String>,
-    pub summary: String,
-    pub report: Option<TestRestoreReport>,
 }
 
 /// After `backup test-restore`: keep the result, record metrics, notify.
@@ -194,7 +174,7 @@ pub fn after_test_restore(
         }
     };
     if let Ok(b) = serde_json::to_vec_pretty(&last) {
-        if let Err(e) = metrics::write_atomic(&last_test_restore_path(cfg, target), &b) {
+        if let Err(e) = sink::write_atomic(&last_test_restore_path(cfg, target), &b) {
             ui.warn(format!("cannot keep the test-restore result: {e:#}"));
         }
     }

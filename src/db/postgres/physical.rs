@@ -11,13 +11,14 @@
 //! and needs no extra connection; when the manifest is missing (`--no-manifest` style
 //! setups) `pg_current_wal_lsn()` after the backup is used instead, an upper bound.
 
-use crate::config::{Config, TargetConfig};
-use crate::db::postgres::{self, find_tool, ConnInfo, Psql, Tool};
-use crate::engine::backup::{RunOutcome, Upload};
-use crate::engine::lock::{hostname, Lock};
-use crate::engine::{catalog, tar, wal};
+use super::tools::newer_tool;
+use super::{find_tool, quote_literal, tar, wal, ConnInfo, Options, Psql, Tool};
+use crate::db::Target;
+use crate::engine::backup::{self, Upload};
+use crate::engine::catalog;
+use crate::engine::lock::hostname;
 use crate::error::Fail;
-use crate::manifest::{self, Artifact, DatabaseFacts, Kind, Manifest, WalRange};
+use crate::manifest::{self, Artifact, DatabaseFacts, Kind, Manifest, RunOutcome, WalRange};
 use crate::storage::Storage;
 use crate::ui::Ui;
 use anyhow::{anyhow, bail, Context, Result};
@@ -57,9 +58,9 @@ const SERVER_WAL_SQL: &str = "SELECT json_build_object(\
  'tablespaces', (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')),\
  'size', (SELECT sum(pg_database_size(oid))::bigint FROM pg_database))";
 
-pub fn connect(tcfg: &TargetConfig) -> Result<(Tool, ConnInfo, Psql)> {
-    let psql = find_tool("psql", tcfg.bin_dir.as_deref())?;
-    let conn = ConnInfo::from_target(tcfg)?;
+pub fn connect(opts: &Options) -> Result<(Tool, ConnInfo, Psql)> {
+    let psql = find_tool("psql", opts.bin_dir.as_deref())?;
+    let conn = ConnInfo::from_options(opts)?;
     let session = Psql::connect(&psql, &conn, None)?;
     Ok((psql, conn, session))
 }
@@ -133,7 +134,7 @@ pub fn tool_for(
         return Ok(t);
     }
     if !exact && bin_dir.is_none() {
-        if let Some(n) = postgres::newer_tool(name, major) {
+        if let Some(n) = newer_tool(name, major) {
             return Ok(n);
         }
     }
@@ -193,35 +194,34 @@ fn manifest_field(tail: &str, key: &str) -> Option<String> {
     }
 }
 
-pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
-    let tcfg = cfg.target(target)?;
-    if let Some(t) = tag {
-        crate::engine::backup::validate_tag(t)?;
+pub(super) fn run(opts: &Options, t: &Target, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
+    let (tcfg, target) = (t.cfg, t.name);
+    if let Some(tag) = tag {
+        backup::validate_tag(tag)?;
     }
-    let _lock = Lock::acquire(&cfg.state_dir(), target, &format!("backup run {target}"))?;
-    let (_psql, conn, mut session) = connect(tcfg)?;
+    let _lock = backup::lock_target(t)?;
+    let (_psql, conn, mut session) = connect(opts)?;
     let server = server_wal(&mut session)?;
     for w in check_settings(target, &server)? {
         ui.warn(w);
     }
     let major = server.version_num / 10000;
-    let basebackup = tool_for("pg_basebackup", tcfg.bin_dir.as_deref(), major, false)?;
+    let basebackup = tool_for("pg_basebackup", opts.bin_dir.as_deref(), major, false)?;
 
-    let (storages, last_id, left_out) =
-        crate::engine::backup::open_and_check(cfg, target, server.size, ui)?;
-    let (started, id) = crate::engine::backup::allocate_id(last_id.as_deref());
-    let meta = crate::engine::backup::object_meta(target, &tcfg.engine, &id, tag);
+    let (storages, last_id, left_out) = backup::open_and_check(t, server.size, ui)?;
+    let (started, id) = backup::allocate_id(last_id.as_deref());
+    let meta = backup::object_meta(target, &tcfg.engine, &id, tag);
     ui.info(format!(
         "backup {target} {id}: physical base backup of {} (PostgreSQL {}, {}) to {}",
         conn.display(),
         server.version,
         crate::duration::bytes(server.size.unwrap_or(0)),
-        crate::engine::backup::describe_storages(&storages)
+        backup::describe_storages(&storages)
     ));
 
     let key = catalog::artifact_key(target, &id, ARTIFACT);
     let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
-    let interrupted = crate::engine::backup::InterruptCleanup::new(cfg, &storages, target, &id);
+    let interrupted = backup::InterruptCleanup::new(t, &storages, &id);
     let mut cmd = Command::new(&basebackup.path);
     let ci = conn.conninfo(None);
     if !ci.is_empty() {
@@ -275,7 +275,7 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
     if !status.success() {
         let e = anyhow!(
             "pg_basebackup failed ({status}): {}",
-            postgres::one_paragraph(&err_text)
+            super::one_paragraph(&err_text)
         );
         return Err(fail(upload, e));
     }
@@ -427,22 +427,15 @@ pub fn run(cfg: &Config, target: &str, tag: Option<&str>, ui: &Ui) -> Result<Run
 
 /// `backup check`: archive settings, then a forced WAL switch whose segment must
 /// arrive in every storage of the target.
-pub fn check(
-    cfg: &Config,
-    target: &str,
+pub(super) fn check(
+    opts: &Options,
+    t: &Target,
     timeout: std::time::Duration,
     ui: &Ui,
 ) -> Result<Vec<String>> {
-    let tcfg = cfg.target(target)?;
-    if tcfg.kind != "physical" {
-        return Err(Fail::Usage(format!(
-            "target `{target}` is kind = \"{}\"; `check` tests WAL archiving of kind = \"physical\" targets",
-            tcfg.kind
-        ))
-        .into());
-    }
+    let target = t.name;
     let mut report = Vec::new();
-    let (_psql, conn, mut session) = connect(tcfg)?;
+    let (_psql, conn, mut session) = connect(opts)?;
     let server = server_wal(&mut session)?;
     for w in check_settings(target, &server)? {
         ui.warn(&w);
@@ -463,7 +456,7 @@ pub fn check(
     // A restore point guarantees the switch closes a segment with something in it.
     session.query_one(&format!(
         "SELECT pg_create_restore_point({})",
-        postgres::quote_literal(&format!(
+        quote_literal(&format!(
             "backup-check-{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
         ))
@@ -473,7 +466,7 @@ pub fn check(
         "forced a WAL switch; waiting for {seg} to reach every storage of `{target}`"
     ));
     let key = wal::wal_key(target, &seg);
-    let storages = wal::open_storages(cfg, target)?;
+    let storages = t.open_storages_local_first()?;
     let t0 = std::time::Instant::now();
     let mut pending: Vec<&Box<dyn Storage>> = storages.iter().collect();
     while !pending.is_empty() {
@@ -512,16 +505,6 @@ pub fn check(
     }
     let _ = session.close();
     Ok(report)
-}
-
-/// The WAL segment size a backup recorded (16 MiB when absent).
-pub fn seg_size_of(m: &Manifest) -> u64 {
-    m.database
-        .extra
-        .get("wal_segment_size")
-        .and_then(Value::as_u64)
-        .filter(|v| *v > 0)
-        .unwrap_or(wal::DEFAULT_SEGMENT_SIZE)
 }
 
 #[cfg(test)]

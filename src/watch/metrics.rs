@@ -15,7 +15,6 @@ use crate::ui::Ui;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,30 +103,6 @@ pub fn load_state(cfg: &Config) -> State {
         .unwrap_or_default()
 }
 
-/// Writes a file atomically: temp file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".backup-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    // node_exporter reads the file as another user.
-    use std::os::unix::fs::PermissionsExt;
-    let _ = tmp
-        .as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644));
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
-}
-
 /// Records outcomes and publishes; a publishing failure is a warning, never fatal.
 pub fn record(cfg: &Config, events: &[Event], ui: &Ui) {
     if let Err(e) = record_inner(cfg, events, ui) {
@@ -170,7 +145,7 @@ fn record_inner(cfg: &Config, events: &[Event], ui: &Ui) -> Result<()> {
     }
     let mut json = serde_json::to_vec_pretty(&state)?;
     json.push(b'\n');
-    write_atomic(&state_path(cfg), &json)?;
+    super::sink::write_atomic(&state_path(cfg), &json)?;
     publish(cfg, &state, ui)
 }
 
@@ -182,7 +157,7 @@ pub fn publish(cfg: &Config, state: &State, ui: &Ui) -> Result<()> {
     let text = render(state, chrono::Utc::now().timestamp());
     let mut errors = Vec::new();
     if let Some(p) = &m.textfile {
-        if let Err(e) = write_atomic(p, text.as_bytes()) {
+        if let Err(e) = super::sink::write_atomic(p, text.as_bytes()) {
             errors.push(format!("textfile {}: {e:#}", p.display()));
         }
     }
@@ -206,7 +181,7 @@ pub fn publish(cfg: &Config, state: &State, ui: &Ui) -> Result<()> {
             Err(e) => errors.push(format!(
                 "pushgateway {}: {}",
                 crate::redact::url(u),
-                crate::engine::notify::http_error(e)
+                super::sink::http_error(e)
             )),
         }
     }

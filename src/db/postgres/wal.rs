@@ -12,21 +12,15 @@
 //! compares without downloading. The hot path never lists and never locks: one
 //! conditional put per storage (create-if-absent), one GET on fetch.
 
-use crate::config::Config;
+use crate::db::recovery::WalConflict;
+use crate::db::{FetchOutcome, PushOutcome, Target};
 use crate::storage::{self, AlreadyExists, PutMeta, Storage};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::Path;
-use thiserror::Error;
 
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
-
-/// A different file already sits under this name: never overwritten.
-#[derive(Debug, Error)]
-#[error("{0}")]
-pub struct WalConflict(pub String);
 
 /// `0/2000028` -> 0x2000028.
 pub fn parse_lsn(s: &str) -> Result<u64> {
@@ -99,27 +93,6 @@ pub fn wal_key(target: &str, name: &str) -> String {
     format!("{target}/wal/{}/{name}.gz", &name[..8])
 }
 
-/// Storages of a target, local ones first (faster to read).
-pub fn open_storages(cfg: &Config, target: &str) -> Result<Vec<Box<dyn Storage>>> {
-    let tcfg = cfg.target(target)?;
-    let mut names = tcfg.storages.clone();
-    names.sort_by_key(|n| {
-        !matches!(
-            cfg.storages.get(n),
-            Some(crate::config::StorageConfig::Local { .. })
-        )
-    });
-    names.iter().map(|n| storage::open(cfg, n)).collect()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushOutcome {
-    /// Stored (durably) on every storage.
-    Stored,
-    /// Every storage already held an identical copy (a re-push after a crash).
-    AlreadyArchived,
-}
-
 fn sha_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
@@ -145,7 +118,8 @@ fn stored_sha(s: &dyn Storage, key: &str) -> Result<String> {
 
 /// archive_command: store `path` in every storage of the target; Ok only when it is
 /// durable everywhere.
-pub fn push(cfg: &Config, target: &str, path: &Path) -> Result<PushOutcome> {
+pub fn push(t: &Target, path: &Path) -> Result<PushOutcome> {
+    let target = t.name;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -171,7 +145,7 @@ pub fn push(cfg: &Config, target: &str, path: &Path) -> Result<PushOutcome> {
     meta.metadata
         .insert("raw-size".into(), data.len().to_string());
     let key = wal_key(target, &name);
-    let storages = open_storages(cfg, target)?;
+    let storages = t.open_storages_local_first()?;
     // Every storage at once: the slowest one sets the pace, not their sum.
     let results: Vec<(String, Result<bool>)> = std::thread::scope(|sc| {
         let handles: Vec<_> = storages
@@ -252,23 +226,16 @@ pub fn push(cfg: &Config, target: &str, path: &Path) -> Result<PushOutcome> {
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchOutcome {
-    /// Fetched from this storage, checksum verified, in place.
-    Fetched(String),
-    /// No storage has it (every storage answered).
-    Missing,
-}
-
 /// restore_command: fetch `name` into `dest`. An Err means a storage or checksum
 /// problem (recovery must stop), not a missing file.
-pub fn fetch(cfg: &Config, target: &str, name: &str, dest: &Path) -> Result<FetchOutcome> {
+pub fn fetch(t: &Target, name: &str, dest: &Path) -> Result<FetchOutcome> {
+    let target = t.name;
     if !is_archive_name(name) {
         // PostgreSQL asks only for names like these; anything else is a setup error.
         bail!("`{name}` is not a WAL file name; restore_command must pass %f %p");
     }
     let key = wal_key(target, name);
-    let storages = open_storages(cfg, target)?;
+    let storages = t.open_storages_local_first()?;
     let mut errors = Vec::new();
     for s in &storages {
         match fetch_one(s.as_ref(), &key, dest) {
@@ -347,154 +314,10 @@ fn fetch_one(s: &dyn Storage, key: &str, dest: &Path) -> Result<bool> {
     res.map(|_| true)
 }
 
-/// What the archive holds for a target.
-#[derive(Debug, Default, Clone)]
-pub struct Archive {
-    /// timeline -> segment numbers present.
-    pub segments: BTreeMap<u32, BTreeSet<u64>>,
-    /// timeline -> upload time of each segment (for the recoverable window).
-    pub modified: BTreeMap<(u32, u64), chrono::DateTime<chrono::Utc>>,
-    pub histories: BTreeSet<u32>,
-}
-
-impl Archive {
-    pub fn merge(&mut self, other: Archive) {
-        for (t, s) in other.segments {
-            self.segments.entry(t).or_default().extend(s);
-        }
-        self.modified.extend(other.modified);
-        self.histories.extend(other.histories);
-    }
-
-    /// The first missing segment on `tli` in `from..=to`.
-    pub fn first_gap(&self, tli: u32, from: u64, to: u64) -> Option<u64> {
-        let have = self.segments.get(&tli);
-        (from..=to).find(|n| !have.is_some_and(|h| h.contains(n)))
-    }
-
-    /// The last segment of the unbroken run starting at `from` on `tli`.
-    pub fn contiguous_end(&self, tli: u32, from: u64) -> Option<u64> {
-        let have = self.segments.get(&tli)?;
-        if !have.contains(&from) {
-            return None;
-        }
-        let mut n = from;
-        while have.contains(&(n + 1)) {
-            n += 1;
-        }
-        Some(n)
-    }
-}
-
-pub fn scan(s: &dyn Storage, target: &str, seg_size: u64) -> Result<Archive> {
-    let mut a = Archive::default();
-    let prefix = wal_prefix(target);
-    for o in s.list(&prefix)? {
-        let Some(file) = o.key.rsplit('/').next() else {
-            continue;
-        };
-        let Some(name) = file.strip_suffix(".gz") else {
-            continue;
-        };
-        if let Some((tli, segno)) = parse_segment(name, seg_size) {
-            a.segments.entry(tli).or_default().insert(segno);
-            if let Some(m) = o.modified {
-                a.modified.insert((tli, segno), m);
-            }
-        } else if let Some(t) = name.strip_suffix(".history") {
-            if let Ok(t) = u32::from_str_radix(t, 16) {
-                a.histories.insert(t);
-            }
-        }
-    }
-    Ok(a)
-}
-
-/// `verify` of the WAL archive on one storage: per timeline, every segment from the
-/// oldest base backup's start (or the timeline's first segment) to the newest one.
-pub fn verify_archive(
-    s: &dyn Storage,
-    target: &str,
-    backups: &[crate::manifest::Manifest],
-) -> crate::engine::verify::VerifyReport {
-    let physical: Vec<_> = backups.iter().filter(|m| m.wal.is_some()).collect();
-    let seg = physical
-        .last()
-        .map(|m| crate::engine::physical::seg_size_of(m))
-        .unwrap_or(DEFAULT_SEGMENT_SIZE);
-    let mut checks = Vec::new();
-    let mut problems = Vec::new();
-    match scan(s, target, seg) {
-        Err(e) => problems.push(format!("listing the WAL archive: {e:#}")),
-        Ok(a) => {
-            if a.segments.is_empty() && !physical.is_empty() {
-                problems.push(
-                    "the WAL archive is empty: is archive_command calling `backup wal-push`?"
-                        .into(),
-                );
-            }
-            for (tli, have) in &a.segments {
-                let (Some(&first), Some(&last)) = (have.iter().next(), have.iter().next_back())
-                else {
-                    continue;
-                };
-                // Start where the oldest base backup on this timeline needs WAL from.
-                let from = physical
-                    .iter()
-                    .filter_map(|m| {
-                        let w = m.wal.as_ref()?;
-                        (w.timeline == *tli)
-                            .then(|| parse_segment(&w.start_segment, seg).map(|x| x.1))?
-                    })
-                    .min()
-                    .unwrap_or(first);
-                match a.first_gap(*tli, from, last) {
-                    Some(g) => problems.push(format!(
-                        "WAL timeline {tli}: first missing segment {} (the archive holds {}..{}); \
-                         recovery cannot pass it",
-                        segment_name(*tli, g, seg),
-                        segment_name(*tli, first, seg),
-                        segment_name(*tli, last, seg)
-                    )),
-                    None => checks.push(format!(
-                        "WAL timeline {tli}: continuous {}..{} ({} segments)",
-                        segment_name(*tli, from, seg),
-                        segment_name(*tli, last, seg),
-                        last + 1 - from
-                    )),
-                }
-            }
-            for m in &physical {
-                let w = m.wal.as_ref().expect("filtered");
-                let (Some(st), Some(sp)) = (
-                    parse_segment(&w.start_segment, seg),
-                    parse_segment(&w.stop_segment, seg),
-                ) else {
-                    continue;
-                };
-                if let Some(g) = a.first_gap(w.timeline, st.1, sp.1) {
-                    problems.push(format!(
-                        "base backup {} cannot be restored: its WAL segment {} is missing",
-                        m.id,
-                        segment_name(w.timeline, g, seg)
-                    ));
-                }
-            }
-        }
-    }
-    crate::engine::verify::VerifyReport {
-        target: target.to_string(),
-        id: "wal".into(),
-        storage: s.name().to_string(),
-        ok: problems.is_empty(),
-        checks,
-        problems,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn lsn_and_segment_arithmetic() {
@@ -558,27 +381,40 @@ mod tests {
         .unwrap();
         let seg = d.path().join("000000010000000000000001");
         std::fs::write(&seg, vec![7u8; 100_000]).unwrap();
-        assert_eq!(push(&cfg, "pg", &seg).unwrap(), PushOutcome::Stored);
         assert_eq!(
-            push(&cfg, "pg", &seg).unwrap(),
+            push(&Target::resolve(&cfg, "pg").unwrap(), &seg).unwrap(),
+            PushOutcome::Stored
+        );
+        assert_eq!(
+            push(&Target::resolve(&cfg, "pg").unwrap(), &seg).unwrap(),
             PushOutcome::AlreadyArchived
         );
         let other = d.path().join("x").join("000000010000000000000001");
         std::fs::create_dir_all(other.parent().unwrap()).unwrap();
         std::fs::write(&other, vec![8u8; 100_000]).unwrap();
-        let e = push(&cfg, "pg", &other).unwrap_err();
+        let e = push(&Target::resolve(&cfg, "pg").unwrap(), &other).unwrap_err();
         assert!(
             e.chain().any(|c| c.downcast_ref::<WalConflict>().is_some()),
             "{e:#}"
         );
         let dest = d.path().join("out");
         assert_eq!(
-            fetch(&cfg, "pg", "000000010000000000000001", &dest).unwrap(),
+            fetch(
+                &Target::resolve(&cfg, "pg").unwrap(),
+                "000000010000000000000001",
+                &dest
+            )
+            .unwrap(),
             FetchOutcome::Fetched("l".into())
         );
         assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 100_000]);
         assert_eq!(
-            fetch(&cfg, "pg", "000000010000000000000002", &dest).unwrap(),
+            fetch(
+                &Target::resolve(&cfg, "pg").unwrap(),
+                "000000010000000000000002",
+                &dest
+            )
+            .unwrap(),
             FetchOutcome::Missing
         );
     }

@@ -97,7 +97,7 @@ pub fn notify(cfg: &Config, notice: &Notice, ui: &Ui) {
     if let Ok(b) = serde_json::to_vec(&LastOutcome {
         success: notice.success,
     }) {
-        if let Err(e) = crate::engine::metrics::write_atomic(&state, &b) {
+        if let Err(e) = super::sink::write_atomic(&state, &b) {
             ui.warn(format!(
                 "cannot record the outcome for notifications: {e:#}"
             ));
@@ -142,21 +142,6 @@ fn wanted(n: &NotifierConfig, kind: EventKind) -> bool {
     }
 }
 
-/// An HTTP error without the URL (it may carry the secret).
-pub fn http_error(e: ureq::Error) -> String {
-    match e {
-        ureq::Error::Status(code, resp) => {
-            let body = resp.into_string().unwrap_or_default();
-            let body: String = body.chars().take(200).collect();
-            format!("HTTP {code}: {}", body.trim())
-        }
-        ureq::Error::Transport(t) => match t.message() {
-            Some(m) => format!("{}: {m}", t.kind()),
-            None => t.kind().to_string(),
-        },
-    }
-}
-
 fn post_json(n: &NotifierConfig, url: &str, body: &serde_json::Value) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(n.timeout_seconds.unwrap_or(10)))
@@ -166,7 +151,13 @@ fn post_json(n: &NotifierConfig, url: &str, body: &serde_json::Value) -> Result<
         .set("Content-Type", "application/json")
         .set("User-Agent", concat!("backup/", env!("CARGO_PKG_VERSION")))
         .send_string(&body.to_string())
-        .map_err(|e| anyhow!("{} {}", crate::redact::secret_url(url), http_error(e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "{} {}",
+                crate::redact::secret_url(url),
+                super::sink::http_error(e)
+            )
+        })?;
     Ok(())
 }
 

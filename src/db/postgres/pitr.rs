@@ -1,353 +1,26 @@
 //! `backup pitr`: restore a physical base backup into a new data directory and
 //! configure PostgreSQL (12+) to replay the WAL archive up to a target.
 //!
-//! The backup is the newest one whose *stop* time (or stop LSN) is before the target:
-//! a target inside or before a base backup's own span is silently ignored by
-//! PostgreSQL, which would replay to the end of the WAL instead. The archive is
-//! checked for gaps before anything is written. With `--start` the server is started
-//! and its log followed until recovery stops; the run fails, quoting the server, when
-//! recovery ended without reaching the target.
+//! The backup is chosen and the archive checked for gaps before anything is written
+//! (`pitr_plan.rs`). With `--start` the server is started and its log followed until
+//! recovery stops; the run fails, quoting the server, when recovery ended without
+//! reaching the target.
 
-use crate::config::Config;
-use crate::engine::physical::{self, seg_size_of};
+use super::archive::{scan, seg_size_of, Archive};
+use super::physical::{self, tool_for};
+use super::pitr_plan::{check_archive, choose, goal_settings, physical_catalog};
+use super::{tar, wal, Options};
+use crate::db::{Goal, PitrOutcome, PitrRequest, Target};
+use crate::engine::catalog;
 use crate::engine::verify::Hashing;
-use crate::engine::{catalog, tar, wal};
 use crate::error::Fail;
-use crate::manifest::{Kind, Manifest};
-use crate::storage::Storage;
 use crate::ui::Ui;
 use anyhow::{anyhow, bail, Context, Result};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone)]
-pub enum Goal {
-    Time(DateTime<Utc>),
-    Name(String),
-    Xid(String),
-    Lsn(u64),
-    Immediate,
-}
-
-impl Goal {
-    pub fn describe(&self) -> String {
-        match self {
-            Goal::Time(t) => format!("time {}", fmt_time(*t)),
-            Goal::Name(n) => format!("restore point `{n}`"),
-            Goal::Xid(x) => format!("transaction {x}"),
-            Goal::Lsn(l) => format!("LSN {}", wal::format_lsn(*l)),
-            Goal::Immediate => "the end of the base backup (immediate)".into(),
-        }
-    }
-
-    fn settings(&self) -> Vec<(String, String)> {
-        match self {
-            Goal::Time(t) => vec![("recovery_target_time".into(), fmt_time(*t))],
-            Goal::Name(n) => vec![("recovery_target_name".into(), n.clone())],
-            Goal::Xid(x) => vec![("recovery_target_xid".into(), x.clone())],
-            Goal::Lsn(l) => vec![("recovery_target_lsn".into(), wal::format_lsn(*l))],
-            Goal::Immediate => vec![("recovery_target".into(), "immediate".into())],
-        }
-    }
-}
-
-fn fmt_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
-}
-
-/// Accepts RFC 3339 (`2026-11-24T14:05:00Z`), `2026-11-24 14:05:00+02`, and a time
-/// without zone, read as UTC (said so in the plan).
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let spaced = s.replacen('T', " ", 1);
-    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z"] {
-        if let Ok(t) = DateTime::parse_from_str(&spaced, f) {
-            return Ok(t.with_timezone(&Utc));
-        }
-    }
-    let plain = spaced.trim_end_matches(" UTC").trim_end_matches('Z');
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(plain, f) {
-            return Ok(t.and_utc());
-        }
-    }
-    Err(Fail::Usage(format!(
-        "`{s}` is not a time; write e.g. 2026-11-24T14:05:00Z or '2026-11-24 14:05:00+00' (UTC unless a zone is given)"
-    ))
-    .into())
-}
-
-pub struct PitrRequest {
-    pub target: String,
-    pub goal: Goal,
-    pub data_dir: PathBuf,
-    pub action: String,
-    pub timeline: Option<String>,
-    pub backup: Option<String>,
-    pub start: bool,
-    pub port: Option<u16>,
-    pub owner: Option<String>,
-    pub timeout: Duration,
-    /// Extra `-c name=value` server options for `--start` (test-restore: a private
-    /// socket, no TCP, no archiving).
-    pub server_opts: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PitrOutcome {
-    pub target: String,
-    pub backup_id: String,
-    pub storage: String,
-    pub data_dir: String,
-    pub goal: String,
-    pub settings: Vec<String>,
-    pub done: Vec<String>,
-    pub next: Option<String>,
-    pub started: bool,
-    /// The server's own line saying where recovery stopped.
-    pub stopped_at: Option<String>,
-    /// Time of the last replayed transaction (as pg_last_xact_replay_timestamp()).
-    pub last_transaction: Option<String>,
-}
-
-/// A backup found on some storage.
-struct Found {
-    m: Manifest,
-    storage: usize,
-}
-
-fn physical_catalog(storages: &[Box<dyn Storage>], target: &str) -> Result<Vec<Found>> {
-    let mut out: Vec<Found> = Vec::new();
-    let mut errors = Vec::new();
-    for (i, s) in storages.iter().enumerate() {
-        match catalog::scan(s.as_ref(), target) {
-            Ok(cat) => {
-                for m in cat.backups {
-                    if m.kind == Kind::Physical
-                        && m.wal.is_some()
-                        && !out.iter().any(|f| f.m.id == m.id)
-                    {
-                        out.push(Found { m, storage: i });
-                    }
-                }
-            }
-            Err(e) => errors.push(format!("storage `{}`: {e:#}", s.name())),
-        }
-    }
-    if out.is_empty() && !errors.is_empty() {
-        bail!(
-            "cannot read the backups of `{target}`: {}",
-            errors.join("; ")
-        );
-    }
-    out.sort_by(|a, b| a.m.id.cmp(&b.m.id));
-    Ok(out)
-}
-
-fn stop_lsn(m: &Manifest) -> u64 {
-    m.wal
-        .as_ref()
-        .and_then(|w| wal::parse_lsn(&w.stop_lsn).ok())
-        .unwrap_or(u64::MAX)
-}
-
-/// Can this backup reach the goal at all?
-fn eligible(m: &Manifest, goal: &Goal) -> std::result::Result<(), String> {
-    match goal {
-        Goal::Time(t) if m.finished_at >= *t => Err(format!(
-            "base backup {} finished at {}, not before the target {}: PostgreSQL cannot stop before the end of a base backup",
-            m.id,
-            m.finished_at.to_rfc3339(),
-            fmt_time(*t)
-        )),
-        Goal::Lsn(l) if stop_lsn(m) > *l => Err(format!(
-            "base backup {} ends at LSN {}, after the target LSN {}",
-            m.id,
-            m.wal.as_ref().map(|w| w.stop_lsn.as_str()).unwrap_or("?"),
-            wal::format_lsn(*l)
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn choose<'a>(found: &'a [Found], req: &PitrRequest) -> Result<&'a Found> {
-    if found.is_empty() {
-        bail!(
-            "target `{}` has no physical base backup; run `backup run {}` first (with WAL archiving set up)",
-            req.target,
-            req.target
-        );
-    }
-    if let Some(which) = &req.backup {
-        let f = if which == "latest" {
-            found.last()
-        } else {
-            found.iter().find(|f| f.m.id == *which).or_else(|| {
-                let m: Vec<_> = found
-                    .iter()
-                    .filter(|f| f.m.id.starts_with(which.as_str()))
-                    .collect();
-                (m.len() == 1).then(|| m[0])
-            })
-        }
-        .ok_or_else(|| {
-            Fail::Usage(format!(
-                "no physical backup `{which}` of `{}`; `backup list {}` shows them",
-                req.target, req.target
-            ))
-        })?;
-        eligible(&f.m, &req.goal)
-            .map_err(|e| anyhow!("refusing: {e}; pick an older backup or drop --backup"))?;
-        return Ok(f);
-    }
-    match found
-        .iter()
-        .rev()
-        .find(|f| eligible(&f.m, &req.goal).is_ok())
-    {
-        Some(f) => Ok(f),
-        None => {
-            let oldest = &found[0].m;
-            bail!(
-                "refusing: no base backup of `{}` ends before the target {} (the oldest, {}, finished at {}); \
-                 PostgreSQL would ignore the target and replay to the end of the WAL. Choose a later target",
-                req.target,
-                req.goal.describe(),
-                oldest.id,
-                oldest.finished_at.to_rfc3339()
-            )
-        }
-    }
-}
-
-/// Was an object stored at `when` surely before `t`? S3 keeps upload times to the
-/// second (a time with no fraction may be truncated), local files to the nanosecond.
-fn surely_before(when: DateTime<Utc>, t: DateTime<Utc>) -> bool {
-    use chrono::Timelike;
-    if when.nanosecond() == 0 {
-        when + chrono::Duration::seconds(1) <= t
-    } else {
-        when <= t
-    }
-}
-
-/// Refuses when the archive cannot carry recovery from the backup to the goal.
-fn check_archive(archive: &wal::Archive, m: &Manifest, goal: &Goal) -> Result<Vec<String>> {
-    let w = m.wal.as_ref().expect("physical backup has a WAL range");
-    let seg = seg_size_of(m);
-    let tli = w.timeline;
-    let start = wal::parse_segment(&w.start_segment, seg)
-        .map(|x| x.1)
-        .unwrap_or(0);
-    let stop = wal::parse_segment(&w.stop_segment, seg)
-        .map(|x| x.1)
-        .unwrap_or(start);
-    let name = |n: u64| wal::segment_name(tli, n, seg);
-    if let Some(g) = archive.first_gap(tli, start, stop) {
-        bail!(
-            "refusing: base backup {} needs WAL segment {} (its own WAL, {}..{}), which is missing from the archive; \
-             this backup cannot be restored consistently: pick another with --backup",
-            m.id,
-            name(g),
-            w.start_segment,
-            w.stop_segment
-        );
-    }
-    let end = archive.contiguous_end(tli, start).unwrap_or(stop);
-    let max_on_tli = archive
-        .segments
-        .get(&tli)
-        .and_then(|s| s.iter().next_back().copied())
-        .unwrap_or(end);
-    let mut notes = vec![format!(
-        "WAL archive: timeline {tli} continuous from {} to {}",
-        name(start),
-        name(end)
-    )];
-    let has_gap = max_on_tli > end;
-    let gap_msg = || {
-        format!(
-            "the WAL archive has a gap on timeline {tli}: segment {} is missing (segments up to {} exist), \
-             so recovery from base backup {} cannot get past {}",
-            name(end + 1),
-            name(max_on_tli),
-            m.id,
-            name(end)
-        )
-    };
-    match goal {
-        Goal::Immediate => {}
-        Goal::Lsn(l) => {
-            let need = wal::segno_of(*l, seg);
-            if need > end && archive.segments.values().all(|s| !s.contains(&need)) {
-                if has_gap {
-                    bail!(
-                        "refusing: {}; the target LSN is in segment {}",
-                        gap_msg(),
-                        name(need)
-                    );
-                }
-                bail!(
-                    "refusing: the WAL archive ends at {} but the target LSN {} is in {}; archive more WAL \
-                     (SELECT pg_switch_wal() on the server) and retry",
-                    name(end),
-                    wal::format_lsn(*l),
-                    name(need)
-                );
-            }
-        }
-        Goal::Time(t) => {
-            // A segment archived before the target holds only WAL from before it, so
-            // recovery must read past it: it must not end at a gap.
-            let end_time = archive.modified.get(&(tli, end)).copied();
-            let later_timeline_reaches = archive
-                .modified
-                .iter()
-                .any(|((tl, _), when)| *tl > tli && !surely_before(*when, *t));
-            if let Some(et) = end_time {
-                if surely_before(et, *t) && !later_timeline_reaches {
-                    if has_gap {
-                        bail!(
-                            "refusing: {} (archived at {}, before the target)",
-                            gap_msg(),
-                            et.to_rfc3339()
-                        );
-                    }
-                    bail!(
-                        "refusing: the WAL archive ends at {} (archived {}), before the target {}: the WAL \
-                         written after that is not archived yet (run SELECT pg_switch_wal() on the server, \
-                         or wait for archive_timeout) and PostgreSQL would stop with \"recovery ended before \
-                         configured recovery target was reached\"",
-                        name(end),
-                        et.to_rfc3339(),
-                        fmt_time(*t)
-                    );
-                }
-            }
-        }
-        Goal::Name(_) | Goal::Xid(_) => {
-            if has_gap {
-                bail!(
-                    "refusing: {}; where the target lies is unknown until replay, so the gap may hide it \
-                     (use --target-time or --target-lsn before {} if that is enough)",
-                    gap_msg(),
-                    name(end + 1)
-                );
-            }
-        }
-    }
-    if has_gap {
-        notes.push(format!("warning: {}", gap_msg()));
-    }
-    Ok(notes)
-}
 
 fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -402,14 +75,10 @@ fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<()> {
     Ok(())
 }
 
-pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
-    let tcfg = cfg.target(&req.target)?;
-    if tcfg.kind != "physical" {
-        return Err(Fail::Usage(format!(
-            "target `{}` is kind = \"{}\"; point-in-time recovery needs a kind = \"physical\" target (see docs/pitr.md)",
-            req.target, tcfg.kind
-        ))
-        .into());
+pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
+    let cfg = t.config;
+    if let Goal::Lsn(l) = &req.goal {
+        wal::parse_lsn(l).map_err(|e| Fail::Usage(format!("--target-lsn: {e:#}")))?;
     }
     if !matches!(req.action.as_str(), "promote" | "pause" | "shutdown") {
         return Err(Fail::Usage(format!(
@@ -446,16 +115,16 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
         None
     };
 
-    let storages = wal::open_storages(cfg, &req.target)?;
+    let storages = t.open_storages_local_first()?;
     let found = physical_catalog(&storages, &req.target)?;
     let chosen = choose(&found, &req)?;
     let m = chosen.m.clone();
     let storage = &storages[chosen.storage];
     let seg = seg_size_of(&m);
-    let mut archive = wal::Archive::default();
+    let mut archive = Archive::default();
     let mut scan_errors = Vec::new();
     for s in &storages {
-        match wal::scan(s.as_ref(), &req.target, seg) {
+        match scan(s.as_ref(), &req.target, seg) {
             Ok(a) => archive.merge(a),
             Err(e) => scan_errors.push(format!("storage `{}`: {e:#}", s.name())),
         }
@@ -578,7 +247,7 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
         shell_quote(&req.target)
     );
     let mut settings: Vec<(String, String)> = vec![("restore_command".into(), restore_command)];
-    settings.extend(req.goal.settings());
+    settings.extend(goal_settings(&req.goal));
     settings.push(("recovery_target_action".into(), req.action.clone()));
     settings.push((
         "recovery_target_timeline".into(),
@@ -627,7 +296,7 @@ pub fn pitr(cfg: &Config, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome> {
         .get("server")
         .and_then(|v| v.split('.').next()?.parse().ok())
         .unwrap_or(0);
-    let pg_ctl = physical::tool_for("pg_ctl", tcfg.bin_dir.as_deref(), major, true).ok();
+    let pg_ctl = tool_for("pg_ctl", opts.bin_dir.as_deref(), major, true).ok();
     let pg_ctl_path = pg_ctl
         .as_ref()
         .map(|t| t.path.display().to_string())
@@ -830,39 +499,6 @@ fn start_and_follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_times() {
-        let a = parse_time("2026-11-24T14:05:00Z").unwrap();
-        assert_eq!(parse_time("2026-11-24 14:05:00+00").unwrap(), a);
-        assert_eq!(parse_time("2026-11-24 16:05:00+02").unwrap(), a);
-        assert_eq!(parse_time("2026-11-24 14:05:00").unwrap(), a);
-        assert_eq!(parse_time("2026-11-24 14:05").unwrap(), a);
-        assert!(parse_time("yesterday").is_err());
-        assert_eq!(fmt_time(a), "2026-11-24 14:05:00.000000+00");
-    }
-
-    #[test]
-    fn second_precision_times_are_not_taken_as_before() {
-        let t = parse_time("2026-11-24T23:21:25.367Z").unwrap();
-        // S3's LastModified for an upload at 23:21:25.9 reads 23:21:25.
-        assert!(!surely_before(
-            parse_time("2026-11-24T23:21:25Z").unwrap(),
-            t
-        ));
-        assert!(surely_before(
-            parse_time("2026-11-24T23:21:24Z").unwrap(),
-            t
-        ));
-        assert!(surely_before(
-            parse_time("2026-11-24T23:21:25.2Z").unwrap(),
-            t
-        ));
-        assert!(!surely_before(
-            parse_time("2026-11-24T23:21:25.4Z").unwrap(),
-            t
-        ));
-    }
 
     #[test]
     fn quoting() {

@@ -1,0 +1,151 @@
+//! `[targets.NAME]`: the keys every engine shares, plus the engine's own keys, which
+//! are kept as a table here and parsed and checked by the engine (see `crate::db`).
+
+use super::retention::Retention;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The keys every target has. Anything else in the table belongs to the engine.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TargetConfig {
+    pub engine: String,
+    /// `logical` (default) or `physical`, where the engine has physical backups.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub storages: Vec<String>,
+    /// gzip level 1..=9 for compressed artifacts (default 6, as gzip).
+    #[serde(default)]
+    pub compression_level: Option<u32>,
+    /// Check free space on local storages before a run (default true).
+    #[serde(default = "default_true")]
+    pub disk_check: bool,
+    /// Per-storage retention overrides: `[targets.T.retention.STORAGE]`.
+    #[serde(default)]
+    pub retention: BTreeMap<String, Retention>,
+    /// Prune this target's storages after every successful run.
+    #[serde(default)]
+    pub prune_after_run: bool,
+    /// `backup test-restore` settings for this target (over the global `[test_restore]`).
+    #[serde(default)]
+    pub test_restore: Option<TestRestoreConfig>,
+    /// Notifiers (names of `[notifiers.*]`) told about this target's runs.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// The engine's own keys (`url`, `password_file`, `format`...), checked by the
+    /// engine when the configuration is loaded.
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+/// The shared keys, for messages that list what a target table may hold.
+pub const COMMON_KEYS: &[&str] = &[
+    "engine",
+    "kind",
+    "storages",
+    "compression_level",
+    "disk_check",
+    "retention",
+    "prune_after_run",
+    "test_restore",
+    "notify",
+];
+
+impl TargetConfig {
+    /// A target with the shared defaults and no engine keys.
+    pub fn new(engine: &str, storages: Vec<String>) -> TargetConfig {
+        TargetConfig {
+            engine: engine.into(),
+            kind: default_kind(),
+            storages,
+            compression_level: None,
+            disk_check: true,
+            retention: BTreeMap::new(),
+            prune_after_run: false,
+            test_restore: None,
+            notify: vec![],
+            options: toml::Table::new(),
+        }
+    }
+}
+
+fn default_kind() -> String {
+    "logical".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Where and how `backup test-restore` proves a backup. Every key is optional; a
+/// target's section overrides the global one key by key.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TestRestoreConfig {
+    /// Restore into a scratch database on this server instead of a temporary cluster.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Folder with initdb/pg_ctl/postgres for the temporary cluster.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// OS user that runs the temporary cluster when started as root (default `postgres`).
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// Parent folder of the temporary cluster (default: $TMPDIR).
+    #[serde(default)]
+    pub temp_dir: Option<PathBuf>,
+    /// Longest acceptable restore (default `2h`).
+    #[serde(default)]
+    pub rto: Option<String>,
+    /// `table.column` or `schema.table.column` whose newest value must be close to the backup time.
+    #[serde(default)]
+    pub freshness: Option<Vec<String>>,
+    /// Largest allowed gap between the newest freshness value and the backup (default `26h`).
+    #[serde(default)]
+    pub freshness_max_lag: Option<String>,
+    /// SQL file whose statements must each return `true` or no rows.
+    #[serde(default)]
+    pub checks_sql: Option<PathBuf>,
+}
+
+impl TestRestoreConfig {
+    /// `self` over `base`, key by key.
+    pub fn over(&self, base: &TestRestoreConfig) -> TestRestoreConfig {
+        TestRestoreConfig {
+            url: self.url.clone().or_else(|| base.url.clone()),
+            bin_dir: self.bin_dir.clone().or_else(|| base.bin_dir.clone()),
+            os_user: self.os_user.clone().or_else(|| base.os_user.clone()),
+            temp_dir: self.temp_dir.clone().or_else(|| base.temp_dir.clone()),
+            rto: self.rto.clone().or_else(|| base.rto.clone()),
+            freshness: self.freshness.clone().or_else(|| base.freshness.clone()),
+            freshness_max_lag: self
+                .freshness_max_lag
+                .clone()
+                .or_else(|| base.freshness_max_lag.clone()),
+            checks_sql: self.checks_sql.clone().or_else(|| base.checks_sql.clone()),
+        }
+    }
+}
+
+impl TestRestoreConfig {
+    /// The engine-independent checks; the engine checks `url` and the like.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (k, v) in [
+            ("rto", &self.rto),
+            ("freshness_max_lag", &self.freshness_max_lag),
+        ] {
+            if let Some(v) = v {
+                crate::duration::parse(v).map_err(|e| format!("{k}: {e}"))?;
+            }
+        }
+        for f in self.freshness.iter().flatten() {
+            let parts = f.split('.').count();
+            if !(2..=3).contains(&parts) || f.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "freshness: `{f}` must be table.column or schema.table.column"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
