@@ -127,3 +127,53 @@ fn backup_toml_in_the_current_folder_is_found() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A command asked of a target whose engine (or kind) lacks the capability: one line,
+/// exit 2 (126 for wal-fetch, which PostgreSQL reads), before any database is touched.
+#[test]
+fn a_capability_the_target_lacks_is_one_line_and_exit_2() {
+    let env = Env::new();
+    env.write_config(&format!(
+        "[storages.local]\ntype = \"local\"\npath = \"{}\"\n\n[targets.app]\nengine = \"postgres\"\n\
+         url = \"postgresql://nobody@127.0.0.1:1/none\"\nstorages = [\"local\"]\n",
+        env.repo().display()
+    ));
+    let dir = env.path().join("restored");
+    let dir = dir.to_str().unwrap();
+    for (args, what) in [
+        (
+            vec!["pitr", "app", "--data-dir", dir, "--target-immediate"],
+            "has no point-in-time recovery",
+        ),
+        (vec!["check", "app"], "has no WAL archive to check"),
+    ] {
+        let (code, out, err) = env.run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {err}");
+        assert!(
+            lines[0].contains("target `app` (postgres, kind = \"logical\")")
+                && lines[0].contains(what),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!std::path::Path::new(dir).exists(), "nothing was written");
+    let (code, _, err) = env.run(&["wal-fetch", "app", "000000010000000000000001", dir]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("has no WAL archive"), "{err}");
+}
+
+/// Engine keys are checked by the engine when the file is loaded: an unknown one is
+/// named with its line, and the keys a target may hold are listed.
+#[test]
+fn unknown_engine_key_names_line_and_the_keys_it_could_be() {
+    let env = Env::new();
+    let (code, err) = with_config(
+        &env,
+        "[storages.local]\ntype = \"local\"\npath = \"/tmp/x\"\n\n[targets.pg]\nengine = \"postgres\"\nstorages = [\"local\"]\nrow_count = \"off\"\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_config_error(&err, "backup.toml:8: key `targets.pg.row_count`", &env);
+    assert!(err.contains("`row_counts`") && err.contains("`storages`"), "{err}");
+}
