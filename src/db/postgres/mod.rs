@@ -211,17 +211,15 @@ impl ConnInfo {
     }
 }
 
+/// Userinfo is percent-encoded, not form-encoded: a `+` in a password is a plus.
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn utf8_percent_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Quotes an identifier for SQL.
@@ -330,6 +328,8 @@ mod tests {
         assert!(!ci.contains("cret") && !ci.contains("password"), "{ci}");
         assert!(ci.contains("sslmode=require"));
         assert_eq!(c.password.as_deref(), Some("x"));
+        let c = ConnInfo::parse_url("postgresql://app:a+b@db/saas").unwrap();
+        assert_eq!(c.password.as_deref(), Some("a+b"), "a plus in a password is a plus");
         let c = ConnInfo::parse_url("postgresql://app:s%40cret@db/saas").unwrap();
         assert_eq!(c.password.as_deref(), Some("s@cret"));
         assert!(c.conninfo(Some("other db")).ends_with("/other%20db"));
