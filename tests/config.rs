@@ -175,5 +175,8 @@ fn unknown_engine_key_names_line_and_the_keys_it_could_be() {
     );
     assert_eq!(code, 2, "{err}");
     assert_config_error(&err, "backup.toml:8: key `targets.pg.row_count`", &env);
-    assert!(err.contains("`row_counts`") && err.contains("`storages`"), "{err}");
+    assert!(
+        err.contains("`row_counts`") && err.contains("`storages`"),
+        "{err}"
+    );
 }

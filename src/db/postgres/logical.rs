@@ -73,8 +73,7 @@ fn parse_tables(json: &str) -> Result<Vec<TableFact>> {
         .collect())
 }
 
-/// One entry of `pg_restore --list --verbose`.
-#[derive(Debug, Clone, PartialEq)]
+/// What the server says about itself (FACTS_SQL).
 #[derive(serde::Deserialize)]
 pub(super) struct ServerFacts {
     version_num: u32,

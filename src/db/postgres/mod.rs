@@ -329,7 +329,11 @@ mod tests {
         assert!(ci.contains("sslmode=require"));
         assert_eq!(c.password.as_deref(), Some("x"));
         let c = ConnInfo::parse_url("postgresql://app:a+b@db/saas").unwrap();
-        assert_eq!(c.password.as_deref(), Some("a+b"), "a plus in a password is a plus");
+        assert_eq!(
+            c.password.as_deref(),
+            Some("a+b"),
+            "a plus in a password is a plus"
+        );
         let c = ConnInfo::parse_url("postgresql://app:s%40cret@db/saas").unwrap();
         assert_eq!(c.password.as_deref(), Some("s@cret"));
         assert!(c.conninfo(Some("other db")).ends_with("/other%20db"));

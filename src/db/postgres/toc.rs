@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// One entry of `pg_restore --list --verbose`.
+#[derive(Debug, Clone, PartialEq)]
 struct TocEntry {
     id: u64,
     desc: String,
