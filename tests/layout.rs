@@ -52,8 +52,6 @@ fn imports(module: &str, text: &str, modules: &BTreeSet<String>) -> BTreeSet<Str
     let parent = |m: &str| m.rsplit_once("::").map(|x| x.0.to_string());
     let own_parent = if module == "crate" {
         None
-    } else if text.is_empty() {
-        None
     } else {
         parent(module)
     };

@@ -141,8 +141,6 @@ pub fn choose(
     restore::locate(t, id, None)
 }
 
-/// Role names the dump needs, read from the artifact (SQL text; custom archives through
-
 /// Runs the test restore. Errors before the restore (no backup, no server binaries)
 /// are returned as errors; everything from the restore on is a check in the report.
 pub fn run(

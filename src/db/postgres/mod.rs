@@ -222,8 +222,6 @@ fn utf8_percent_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Quotes an identifier for SQL.
-
 /// The PostgreSQL engine for one target: its options and connection, and the tools
 /// and server facts learned on the way (looked up once, when first needed).
 pub struct Postgres {
