@@ -1,38 +1,34 @@
 //! S3 and S3-compatible object storage through aws-sdk-s3.
 //!
-//! Uploads stream as multipart uploads: the writer fills one part at a time and hands
-//! full parts to the async runtime, which uploads up to `concurrency` of them at once.
-//! Memory stays bounded by (concurrency + 1) parts whatever the object's size; the part
-//! size grows for very large objects (S3 allows 10,000 parts) and the concurrency shrinks
-//! with it so the bytes in flight stay within the same budget.
-//!
-//! Every part carries Content-MD5 (the store rejects a part damaged in transit, and
-//! stores that demand Content-MD5 are satisfied); after completion the object's size
-//! and ETag (the MD5 of the part MD5s for multipart objects) are compared with what was
-//! sent before the upload counts. With SSE-KMS the ETag is not an MD5 and only the size
-//! is compared.
+//! This module owns the `S3Storage` type: the client built from the storage's config
+//! (region, endpoint, checksums, retries, timeouts), the mapping of storage keys onto
+//! the bucket's prefix, and the `Storage` calls that read, list and put small objects
+//! and abort unfinished multipart uploads.
+//! The pieces with rules of their own live beside it: `upload` (streaming multipart
+//! uploads and their checks), `delete` (deletes that respect Object Lock) and `errors`
+//! (how failed requests are worded and classified).
+
+mod delete;
+mod errors;
+mod upload;
 
 use super::{AlreadyExists, DeleteReport, NotFound, ObjectInfo, ObjectWriter, PutMeta, Storage};
 use crate::config::S3Config;
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
-    StorageClass,
-};
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use aws_sdk_s3::Client;
 use base64::Engine as _;
+use errors::{err_text, is_not_found, is_precondition_failed};
 use md5::{Digest, Md5};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 use tokio::runtime::Runtime;
-use tokio::task::JoinSet;
+use upload::S3Writer;
 
-const MIB: usize = 1024 * 1024;
-const MAX_PART: usize = 512 * MIB;
-
+/// A bucket (and optional prefix) as a `Storage`. Calls block on a runtime of its own,
+/// which also carries the concurrent part uploads of its writers.
 pub struct S3Storage {
     name: String,
     cfg: S3Config,
@@ -41,56 +37,6 @@ pub struct S3Storage {
     rt: Arc<Runtime>,
     /// Whether the bucket has Object Lock enabled (asked once, on the first delete).
     object_lock: std::sync::OnceLock<bool>,
-}
-
-fn err_text<E, R>(e: &SdkError<E, R>) -> String
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
-{
-    if let Some(code) = e.as_service_error().and_then(|s| s.code()) {
-        let msg = e.as_service_error().and_then(|s| s.message()).unwrap_or("");
-        return format!("{code}: {msg}")
-            .trim_end_matches([':', ' '])
-            .to_string();
-    }
-    if let SdkError::ServiceError(se) = e {
-        let raw = se.raw();
-        if let Some(c) = raw_status(raw) {
-            return format!("HTTP {c}");
-        }
-    }
-    format!("{}", DisplayErrorContext(e))
-}
-
-fn raw_status<R: std::fmt::Debug>(raw: &R) -> Option<u16> {
-    // The raw response type is opaque here; its Debug output carries the status, as
-    // `status: StatusCode(404)` (or `status: 404`).
-    let d = format!("{raw:?}");
-    let i = d.find("status: ")?;
-    let rest = &d[i + 8..];
-    let rest = rest.strip_prefix("StatusCode(").unwrap_or(rest);
-    rest.chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
-fn is_not_found<E, R>(e: &SdkError<E, R>) -> bool
-where
-    E: ProvideErrorMetadata,
-    R: std::fmt::Debug,
-{
-    if let Some(se) = e.as_service_error() {
-        if matches!(se.code(), Some("NoSuchKey") | Some("NotFound")) {
-            return true;
-        }
-    }
-    if let SdkError::ServiceError(se) = e {
-        return raw_status(se.raw()) == Some(404);
-    }
-    false
 }
 
 impl S3Storage {
@@ -115,57 +61,6 @@ impl S3Storage {
             client,
             rt: Arc::new(rt),
             object_lock: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// On an Object Lock bucket (always versioned) a plain delete succeeds by adding a
-    /// delete marker while the locked data stays: the backup would vanish from listings
-    /// yet keep costing, and count as deleted. So on such buckets each key is checked
-    /// first, and held keys are reported as retained instead of deleted.
-    fn object_lock_enabled(&self) -> bool {
-        *self.object_lock.get_or_init(|| {
-            self.rt
-                .block_on(
-                    self.client
-                        .get_object_lock_configuration()
-                        .bucket(&self.cfg.bucket)
-                        .send(),
-                )
-                .ok()
-                .and_then(|o| {
-                    o.object_lock_configuration()
-                        .and_then(|c| c.object_lock_enabled())
-                        .map(|e| e.as_str() == "Enabled")
-                })
-                .unwrap_or(false)
-        })
-    }
-
-    /// Why an object cannot be deleted yet (retention date in the future, legal hold).
-    fn lock_hold(&self, key: &str) -> Option<String> {
-        let h = self
-            .rt
-            .block_on(
-                self.client
-                    .head_object()
-                    .bucket(&self.cfg.bucket)
-                    .key(self.full_key(key))
-                    .send(),
-            )
-            .ok()?;
-        if h.object_lock_legal_hold_status().map(|s| s.as_str()) == Some("ON") {
-            return Some("object lock legal hold is on".into());
-        }
-        let until = h.object_lock_retain_until_date()?;
-        let until = chrono::DateTime::from_timestamp(until.secs(), 0)?;
-        (until > chrono::Utc::now()).then(|| {
-            format!(
-                "object lock ({}) until {}",
-                h.object_lock_mode()
-                    .map(|m| m.as_str())
-                    .unwrap_or("retention"),
-                until.format("%Y-%m-%dT%H:%M:%SZ")
-            )
         })
     }
 
@@ -251,315 +146,6 @@ impl S3Storage {
             .as_deref()
             .map(ServerSideEncryption::from)
     }
-
-    fn etag_is_md5(&self) -> bool {
-        self.cfg.server_side_encryption.as_deref() != Some("aws:kms")
-    }
-
-    fn part_size(&self) -> usize {
-        self.cfg.part_size_mb.unwrap_or(8) as usize * MIB
-    }
-}
-
-fn clean_etag(e: Option<&str>) -> String {
-    e.unwrap_or("").trim_matches('"').to_ascii_lowercase()
-}
-
-struct S3Writer {
-    client: Client,
-    rt: Arc<Runtime>,
-    bucket: String,
-    key: String,
-    rel_key: String,
-    url: String,
-    meta: PutMeta,
-    tagging: Option<String>,
-    sse: Option<ServerSideEncryption>,
-    kms_key: Option<String>,
-    storage_class: Option<String>,
-    etag_is_md5: bool,
-    base_part: usize,
-    budget: usize,
-    buf: Vec<u8>,
-    upload_id: Option<String>,
-    next_part: i32,
-    inflight: JoinSet<Result<(i32, String)>>,
-    done: Vec<CompletedPart>,
-    part_md5s: Vec<[u8; 16]>,
-    total: u64,
-    failed: Option<String>,
-}
-
-impl S3Writer {
-    fn current_part_size(&self) -> usize {
-        // 8 MiB parts for the first 1000, then doubling every 1000 parts: 10,000 parts
-        // then cover far more than the 5 TiB S3 object limit.
-        let doublings = (self.next_part as usize - 1) / 1000;
-        (self.base_part << doublings.min(6)).min(MAX_PART)
-    }
-
-    fn max_inflight(&self) -> usize {
-        (self.budget / self.current_part_size()).max(1)
-    }
-
-    fn start_upload(&mut self) -> Result<()> {
-        let mut req = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .set_server_side_encryption(self.sse.clone())
-            .set_ssekms_key_id(self.kms_key.clone())
-            .set_tagging(self.tagging.clone())
-            .set_storage_class(self.storage_class.as_deref().map(StorageClass::from));
-        for (k, v) in &self.meta.metadata {
-            req = req.metadata(k, v);
-        }
-        let out = self.rt.block_on(req.send()).map_err(|e| {
-            anyhow!(
-                "starting multipart upload of {}: {}",
-                self.url,
-                err_text(&e)
-            )
-        })?;
-        self.upload_id = Some(
-            out.upload_id()
-                .ok_or_else(|| anyhow!("{}: the store returned no upload id", self.url))?
-                .to_string(),
-        );
-        Ok(())
-    }
-
-    fn reap_one(&mut self) -> Result<()> {
-        if let Some(res) = self.rt.block_on(self.inflight.join_next()) {
-            let (n, etag) = res.map_err(|e| anyhow!("upload task failed: {e}"))??;
-            self.done
-                .push(CompletedPart::builder().part_number(n).e_tag(etag).build());
-        }
-        Ok(())
-    }
-
-    fn send_part(&mut self) -> Result<()> {
-        if self.upload_id.is_none() {
-            self.start_upload()?;
-        }
-        while self.inflight.len() >= self.max_inflight() {
-            self.reap_one()?;
-        }
-        let size = self.current_part_size();
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(size));
-        let digest: [u8; 16] = Md5::digest(&data).into();
-        self.part_md5s.push(digest);
-        let md5_b64 = base64::engine::general_purpose::STANDARD.encode(digest);
-        let n = self.next_part;
-        self.next_part += 1;
-        let client = self.client.clone();
-        let (bucket, key, upload_id, url) = (
-            self.bucket.clone(),
-            self.key.clone(),
-            self.upload_id.clone().unwrap(),
-            self.url.clone(),
-        );
-        let expect = hex::encode(digest);
-        let check_md5 = self.etag_is_md5;
-        self.inflight.spawn_on(
-            async move {
-                let body = ByteStream::from(bytes::Bytes::from(data));
-                let out = client
-                    .upload_part()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .part_number(n)
-                    .content_md5(md5_b64)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| anyhow!("uploading part {n} of {url}: {}", err_text(&e)))?;
-                let etag = out.e_tag().unwrap_or_default().to_string();
-                if check_md5 && clean_etag(Some(&etag)) != expect {
-                    bail!("part {n} of {url}: the store's ETag {etag} is not the MD5 of what was sent");
-                }
-                Ok((n, etag))
-            },
-            self.rt.handle(),
-        );
-        Ok(())
-    }
-
-    fn abort_inner(&mut self) {
-        self.inflight.abort_all();
-        if let Some(id) = self.upload_id.take() {
-            let _ = self.rt.block_on(
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .upload_id(id)
-                    .send(),
-            );
-        }
-    }
-
-    fn put_single(&mut self) -> Result<String> {
-        let data = std::mem::take(&mut self.buf);
-        let digest: [u8; 16] = Md5::digest(&data).into();
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest))
-            .set_server_side_encryption(self.sse.clone())
-            .set_ssekms_key_id(self.kms_key.clone())
-            .set_tagging(self.tagging.clone())
-            .set_storage_class(self.storage_class.as_deref().map(StorageClass::from))
-            .body(ByteStream::from(bytes::Bytes::from(data)));
-        for (k, v) in &self.meta.metadata {
-            req = req.metadata(k, v);
-        }
-        self.rt
-            .block_on(req.send())
-            .map_err(|e| anyhow!("uploading {}: {}", self.url, err_text(&e)))?;
-        Ok(hex::encode(digest))
-    }
-}
-
-impl Write for S3Writer {
-    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
-        if let Some(f) = &self.failed {
-            return Err(std::io::Error::other(f.clone()));
-        }
-        let n = data.len();
-        while !data.is_empty() {
-            let room = self.current_part_size() - self.buf.len();
-            let take = room.min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.buf.len() >= self.current_part_size() {
-                if let Err(e) = self.send_part() {
-                    let msg = format!("{e:#}");
-                    self.failed = Some(msg.clone());
-                    return Err(std::io::Error::other(msg));
-                }
-            }
-        }
-        self.total += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl ObjectWriter for S3Writer {
-    fn finish(mut self: Box<Self>) -> Result<ObjectInfo> {
-        if let Some(f) = self.failed.clone() {
-            self.abort_inner();
-            bail!("{f}");
-        }
-        let expected_etag = if self.upload_id.is_none() {
-            self.put_single()?
-        } else {
-            let res: Result<String> = (|| {
-                if !self.buf.is_empty() {
-                    self.send_part()?;
-                }
-                while !self.inflight.is_empty() {
-                    self.reap_one()?;
-                }
-                let mut parts = std::mem::take(&mut self.done);
-                parts.sort_by_key(|p| p.part_number());
-                let count = parts.len();
-                let completed = self.rt.block_on(
-                    self.client
-                        .complete_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(&self.key)
-                        .upload_id(self.upload_id.clone().unwrap())
-                        .multipart_upload(
-                            CompletedMultipartUpload::builder()
-                                .set_parts(Some(parts))
-                                .build(),
-                        )
-                        .send(),
-                );
-                if let Err(e) = completed {
-                    // A store that answers 200 with a body the SDK cannot parse (moto 5
-                    // names its root element CompleteMultipartUploadResponse) did complete
-                    // the upload; the HEAD below checks size and ETag either way.
-                    let answered_ok = e.raw_response().and_then(raw_status) == Some(200)
-                        && e.as_service_error().and_then(|s| s.code()).is_none();
-                    if !answered_ok {
-                        bail!("completing upload of {}: {}", self.url, err_text(&e));
-                    }
-                }
-                let mut all = Md5::new();
-                for d in &self.part_md5s {
-                    all.update(d);
-                }
-                Ok(format!("{}-{}", hex::encode(all.finalize()), count))
-            })();
-            match res {
-                Ok(e) => {
-                    self.upload_id = None;
-                    e
-                }
-                Err(e) => {
-                    self.abort_inner();
-                    return Err(e);
-                }
-            }
-        };
-        // Confirm what the store now holds before the upload counts.
-        let head = self
-            .rt
-            .block_on(
-                self.client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .send(),
-            )
-            .map_err(|e| anyhow!("confirming {}: {}", self.url, err_text(&e)))?;
-        let size = head.content_length().unwrap_or(-1);
-        if size != self.total as i64 {
-            bail!(
-                "confirming {}: the store holds {} bytes but {} were sent",
-                self.url,
-                size,
-                self.total
-            );
-        }
-        if self.etag_is_md5 {
-            let got = clean_etag(head.e_tag());
-            if got != expected_etag {
-                bail!(
-                    "confirming {}: ETag {} differs from the MD5 of what was sent ({})",
-                    self.url,
-                    got,
-                    expected_etag
-                );
-            }
-        }
-        Ok(ObjectInfo {
-            key: self.rel_key.clone(),
-            size: self.total,
-            modified: Some(chrono::Utc::now()),
-        })
-    }
-
-    fn abort(mut self: Box<Self>) {
-        self.abort_inner();
-    }
-}
-
-impl Drop for S3Writer {
-    fn drop(&mut self) {
-        if self.upload_id.is_some() {
-            self.abort_inner();
-        }
-    }
 }
 
 impl Storage for S3Storage {
@@ -580,32 +166,7 @@ impl Storage for S3Storage {
     }
 
     fn create(&self, key: &str, meta: &PutMeta) -> Result<Box<dyn ObjectWriter>> {
-        let base = self.part_size();
-        let conc = self.cfg.concurrency.unwrap_or(4).max(1);
-        Ok(Box::new(S3Writer {
-            client: self.client.clone(),
-            rt: self.rt.clone(),
-            bucket: self.cfg.bucket.clone(),
-            key: self.full_key(key),
-            rel_key: key.to_string(),
-            url: self.url(key),
-            meta: meta.clone(),
-            tagging: self.tagging(meta),
-            sse: self.sse(),
-            kms_key: self.cfg.kms_key_id.clone(),
-            storage_class: self.cfg.storage_class.clone(),
-            etag_is_md5: self.etag_is_md5(),
-            base_part: base,
-            budget: base * conc,
-            buf: Vec::with_capacity(base),
-            upload_id: None,
-            next_part: 1,
-            inflight: JoinSet::new(),
-            done: Vec::new(),
-            part_md5s: Vec::new(),
-            total: 0,
-            failed: None,
-        }))
+        Ok(Box::new(S3Writer::new(self, key, meta)))
     }
 
     fn put_if_absent(&self, key: &str, data: &[u8], meta: &PutMeta) -> Result<ObjectInfo> {
@@ -627,17 +188,10 @@ impl Storage for S3Storage {
         }
         match self.rt.block_on(req.send()) {
             Ok(_) => {}
-            Err(e) => {
-                let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
-                let status = match &e {
-                    SdkError::ServiceError(se) => raw_status(se.raw()),
-                    _ => None,
-                };
-                if code == "PreconditionFailed" || status == Some(412) {
-                    return Err(AlreadyExists(key.to_string()).into());
-                }
-                bail!("uploading {}: {}", self.url(key), err_text(&e));
+            Err(e) if is_precondition_failed(&e) => {
+                return Err(AlreadyExists(key.to_string()).into());
             }
+            Err(e) => bail!("uploading {}: {}", self.url(key), err_text(&e)),
         }
         let head = self.head(key)?.ok_or_else(|| {
             anyhow!(
@@ -802,86 +356,7 @@ impl Storage for S3Storage {
     }
 
     fn delete(&self, keys: &[String]) -> Result<DeleteReport> {
-        let mut rep = DeleteReport::default();
-        let mut singles: Vec<String> = Vec::new();
-        let mut free: Vec<String> = Vec::new();
-        if !keys.is_empty() && self.object_lock_enabled() {
-            for k in keys {
-                match self.lock_hold(k) {
-                    Some(why) => rep.retained.push((k.clone(), why)),
-                    None => free.push(k.clone()),
-                }
-            }
-        } else {
-            free = keys.to_vec();
-        }
-        for chunk in free.chunks(1000) {
-            let objs: Vec<ObjectIdentifier> = chunk
-                .iter()
-                .filter_map(|k| {
-                    ObjectIdentifier::builder()
-                        .key(self.full_key(k))
-                        .build()
-                        .ok()
-                })
-                .collect();
-            let del = Delete::builder()
-                .set_objects(Some(objs))
-                .quiet(false)
-                .build()?;
-            match self.rt.block_on(
-                self.client
-                    .delete_objects()
-                    .bucket(&self.cfg.bucket)
-                    .delete(del)
-                    .send(),
-            ) {
-                Ok(out) => {
-                    for d in out.deleted() {
-                        if let Some(k) = d.key() {
-                            rep.deleted.push(self.strip(k));
-                        }
-                    }
-                    for e in out.errors() {
-                        let k = self.strip(e.key().unwrap_or(""));
-                        let code = e.code().unwrap_or("");
-                        let msg = format!("{code}: {}", e.message().unwrap_or(""));
-                        if code == "AccessDenied" && msg.to_ascii_lowercase().contains("lock")
-                            || code.contains("ObjectLock")
-                            || code == "InvalidRequest"
-                                && msg.to_ascii_lowercase().contains("retention")
-                        {
-                            rep.retained.push((k, msg));
-                        } else {
-                            singles.push(k);
-                        }
-                    }
-                }
-                // Some stores deny bulk deletes: fall back to one request per key.
-                Err(_) => singles.extend(chunk.iter().cloned()),
-            }
-        }
-        for k in singles {
-            match self.rt.block_on(
-                self.client
-                    .delete_object()
-                    .bucket(&self.cfg.bucket)
-                    .key(self.full_key(&k))
-                    .send(),
-            ) {
-                Ok(_) => rep.deleted.push(k),
-                Err(e) if is_not_found(&e) => rep.deleted.push(k),
-                Err(e) => {
-                    let t = err_text(&e);
-                    if t.to_ascii_lowercase().contains("lock") || t.contains("retention") {
-                        rep.retained.push((k, t));
-                    } else {
-                        rep.failed.push((k, t));
-                    }
-                }
-            }
-        }
-        Ok(rep)
+        self.delete_keys(keys)
     }
 }
 
