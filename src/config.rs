@@ -346,6 +346,14 @@ pub struct NotifierConfig {
     /// Upgrade the SMTP connection with STARTTLS (default true; needed before AUTH).
     #[serde(default)]
     pub starttls: Option<bool>,
+    /// `starttls` (default, port 587), `implicit` (TLS from the first byte, port 465) or
+    /// `none` (port 25); overrides `starttls`, which must not contradict it.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// PEM file of CA certificates trusted for the SMTP server in addition to the Mozilla
+    /// roots (a private CA or a self-signed certificate).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Seconds before a send gives up (default 10).
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
@@ -702,6 +710,7 @@ impl Config {
                             "an email notifier needs at least one recipient".into(),
                         ));
                     }
+                    crate::engine::email::security(n).map_err(|m| bad(key("tls"), m))?;
                 }
                 other => {
                     return Err(bad(

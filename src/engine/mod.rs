@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod email;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
