@@ -1,9 +1,12 @@
 //! Metrics, status and notifications, driven through the binary against real PostgreSQL,
-//! a local HTTP server (Slack, webhook, PagerDuty and Pushgateway endpoints) and a local
-//! SMTP sink, all started by the tests. The HTTP and SMTP servers are stand-ins for the
-//! remote services (no Slack or PagerDuty here); they record what the tool sent.
+//! a local HTTP server (Slack, webhook, PagerDuty and Pushgateway endpoints) and real SMTP
+//! servers (aiosmtpd), all started by the tests. The HTTP server is a stand-in for the
+//! remote services (no Slack or PagerDuty here); it records what the tool sent.
 mod common;
+#[path = "fixtures/smtp.rs"]
+mod smtp;
 use common::*;
+use smtp::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -52,51 +55,6 @@ fn http_sink(status: u16) -> (u16, Arc<Mutex<Vec<Req>>>) {
                 s,
                 "HTTP/1.1 {status} OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
             );
-        }
-    });
-    (port, got)
-}
-
-/// A plain SMTP responder that records each message's envelope and data.
-fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            let _ = w.write_all(b"220 sink ESMTP\r\n");
-            let mut msg = String::new();
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let up = line.to_ascii_uppercase();
-                if up.starts_with("EHLO") {
-                    let _ = w.write_all(b"250-sink\r\n250 8BITMIME\r\n");
-                } else if up.starts_with("DATA") {
-                    let _ = w.write_all(b"354 go\r\n");
-                    loop {
-                        let mut d = String::new();
-                        r.read_line(&mut d).unwrap();
-                        if d == ".\r\n" {
-                            break;
-                        }
-                        msg.push_str(&d);
-                    }
-                    g.lock().unwrap().push(msg.clone());
-                    let _ = w.write_all(b"250 queued\r\n");
-                } else if up.starts_with("QUIT") {
-                    let _ = w.write_all(b"221 bye\r\n");
-                    break;
-                } else {
-                    msg.push_str(&line);
-                    let _ = w.write_all(b"250 ok\r\n");
-                }
-            }
         }
     });
     (port, got)
@@ -269,11 +227,16 @@ fn notifications_reach_slack_webhook_pagerduty_and_email() {
     let pg = Pg::start();
     let env = Env::new();
     let (hport, reqs) = http_sink(202);
-    let (sport, mails) = smtp_sink();
+    let (cert, key) = self_signed_cert(env.path());
+    let starttls = Smtp::start("starttls", &cert, &key, env.path());
+    let implicit = Smtp::start("implicit", &cert, &key, env.path());
+    let plain = Smtp::start("plain", &cert, &key, env.path());
+    let pwfile = env.path().join("smtp-password");
+    std::fs::write(&pwfile, format!("{SMTP_PASSWORD}\n")).unwrap();
     let deadport = free_port();
     // The database does not exist yet: the first run fails, the second recovers.
     env.write_config(&format!(
-        r#"{}notify = ["slack", "hook", "pd", "mail", "broken", "mail_tls"]
+        r#"{}notify = ["slack", "hook", "pd", "mail", "broken", "mail_implicit", "mail_plain", "mail_badpw", "mail_untrusted"]
 
 [notifiers.slack]
 type = "slack"
@@ -289,45 +252,100 @@ type = "pagerduty"
 routing_key = "R0UTINGKEY"
 events_url = "http://127.0.0.1:{hport}/v2/enqueue"
 
+# STARTTLS (the default) with AUTH; the self-signed certificate is trusted via tls_ca_file.
 [notifiers.mail]
 type = "email"
-host = "127.0.0.1"
+host = "localhost"
 port = {sport}
-starttls = false
+username = "{SMTP_USER}"
+password_env = "SMTP_TEST_PW"
+tls_ca_file = "{cert}"
 from = "backup@example.com"
 to = ["oncall@example.com", "dba@example.com"]
 
-[notifiers.mail_tls]
+[notifiers.mail_implicit]
 type = "email"
-host = "127.0.0.1"
-port = {sport}
-username = "backup"
-password_env = "SMTP_SECRET_PW"
+host = "localhost"
+port = {iport}
+tls = "implicit"
+username = "{SMTP_USER}"
+password_file = "{pwfile}"
+tls_ca_file = "{cert}"
 from = "backup@example.com"
 to = ["oncall@example.com"]
+
+[notifiers.mail_plain]
+type = "email"
+host = "127.0.0.1"
+port = {pport}
+starttls = false
+from = "backup@example.com"
+to = ["oncall@example.com"]
+
+[notifiers.mail_badpw]
+type = "email"
+host = "localhost"
+port = {sport}
+username = "{SMTP_USER}"
+password_env = "SMTP_TEST_BAD_PW"
+tls_ca_file = "{cert}"
+from = "backup@example.com"
+to = ["nobody@example.com"]
+
+# Without tls_ca_file the self-signed certificate must be refused, not accepted.
+[notifiers.mail_untrusted]
+type = "email"
+host = "localhost"
+port = {sport}
+username = "{SMTP_USER}"
+password_env = "SMTP_TEST_PW"
+from = "backup@example.com"
+to = ["nobody@example.com"]
 
 [notifiers.broken]
 type = "webhook"
 url = "http://127.0.0.1:{deadport}/SECRETXYZ"
 "#,
-        local_config(&env.repo(), &pg.url("app"), "plain")
+        local_config(&env.repo(), &pg.url("app"), "plain"),
+        sport = starttls.port,
+        iport = implicit.port,
+        pport = plain.port,
+        cert = cert.display(),
+        pwfile = pwfile.display(),
     ));
-    let (code, _, err1) = env.run(&["run", "pg"]);
+    let run = |args: &[&str]| -> (i32, String, String) {
+        let out = env
+            .cmd()
+            .env("SMTP_TEST_PW", SMTP_PASSWORD)
+            .env("SMTP_TEST_BAD_PW", SMTP_WRONG_PASSWORD)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, _, err1) = run(&["run", "pg"]);
     assert_eq!(code, 1, "{err1}");
     pg.createdb("app");
     pg.load_sample("app");
-    let (code, out, err2) = env.run(&["run", "pg"]);
+    let (code, out, err2) = run(&["run", "pg"]);
     assert_eq!(
         code, 0,
         "a failed notifier must not change the exit code: {err2}"
     );
     let id = out.trim();
     // A plain success after the recovery: only slack (on = success) hears of it.
-    let (code, _, err3) = env.run(&["run", "pg"]);
+    let (code, _, err3) = run(&["run", "pg"]);
     assert_eq!(code, 0, "{err3}");
     for e in [&err1, &err2, &err3] {
         assert!(
-            !e.contains("SECRETXYZ") && !e.contains("R0UTINGKEY"),
+            !e.contains("SECRETXYZ")
+                && !e.contains("R0UTINGKEY")
+                && !e.contains(SMTP_PASSWORD)
+                && !e.contains(SMTP_WRONG_PASSWORD),
             "secret in logs: {e}"
         );
     }
@@ -377,26 +395,106 @@ url = "http://127.0.0.1:{deadport}/SECRETXYZ"
     assert_eq!(pd[1]["event_action"], "resolve");
     assert_eq!(pd[0]["dedup_key"], pd[1]["dedup_key"]);
 
-    let mails = mails.lock().unwrap().clone();
-    assert_eq!(mails.len(), 2, "{mails:?}");
-    assert!(
-        mails[0].contains("MAIL FROM:<backup@example.com>"),
-        "{}",
-        mails[0]
+    // STARTTLS with AUTH: the failure and the recovery, with their facts.
+    let mails = starttls.messages();
+    assert_eq!(mails.len(), 2, "{mails:#?}\n{err1}\n{err2}");
+    for m in &mails {
+        assert_eq!(m["mail_from"], "backup@example.com", "{m:#}");
+        assert_eq!(m["auth_user"], SMTP_USER, "{m:#}");
+        assert_eq!(m["tls"], true, "{m:#}");
+    }
+    assert_eq!(
+        mails[0]["rcpt_tos"],
+        serde_json::json!(["oncall@example.com", "dba@example.com"])
+    );
+    let (subject, body) = (
+        mails[0]["subject"].as_str().unwrap(),
+        mails[0]["body"].as_str().unwrap(),
     );
     assert!(
-        mails[0].contains("RCPT TO:<oncall@example.com>")
-            && mails[0].contains("RCPT TO:<dba@example.com>")
+        subject.starts_with("[backup] backup of target pg FAILED on "),
+        "{subject}"
     );
     assert!(
-        mails[0].contains("Subject: [backup] backup of target pg FAILED"),
-        "{}",
-        mails[0]
+        body.contains("duration: ") && body.contains("error: ") && body.contains("app"),
+        "{body}"
+    );
+    let (subject, body) = (
+        mails[1]["subject"].as_str().unwrap(),
+        mails[1]["body"].as_str().unwrap(),
     );
     assert!(
-        mails[1].contains("Subject: [backup] backup of target pg recovered")
-            && mails[1].contains(id)
+        subject.starts_with("[backup] backup of target pg recovered on "),
+        "{subject}"
     );
+    assert!(
+        body.contains(&format!("id: {id}"))
+            && body.contains("size: ")
+            && body.contains("storages: local")
+            && !body.contains("error:"),
+        "{body}"
+    );
+    let raw = mails[0]["raw"].as_str().unwrap();
+    assert!(
+        raw.contains("Content-Type: text/plain; charset=utf-8") && raw.contains("Message-ID: <"),
+        "{raw}"
+    );
+    // AUTH happened over TLS: two accepted (mail), and the wrong password refused on every
+    // run that notified; the untrusted certificate never got as far as AUTH.
+    let auths = starttls.auths();
+    let ok = |v: bool| auths.iter().filter(|a| a["ok"] == v).count();
+    assert_eq!((ok(true), ok(false)), (2, 2), "{auths:#?}");
+    assert!(
+        auths
+            .iter()
+            .all(|a| a["user"] == SMTP_USER && a["tls"] == true),
+        "{auths:#?}"
+    );
+
+    // A wrong password: one clear line, the run still succeeds (checked above).
+    for e in [&err1, &err2] {
+        let line = e
+            .lines()
+            .find(|l| l.contains("notifier `mail_badpw` (email) failed"))
+            .unwrap_or_else(|| panic!("no mail_badpw warning: {e}"));
+        assert!(
+            line.contains("WARN") && line.contains("535") && line.contains("credentials invalid"),
+            "{line}"
+        );
+        let line = e
+            .lines()
+            .find(|l| l.contains("notifier `mail_untrusted` (email) failed"))
+            .unwrap_or_else(|| panic!("no mail_untrusted warning: {e}"));
+        assert!(line.contains("certificate"), "{line}");
+    }
+    for name in ["mail_badpw", "mail_untrusted"] {
+        let pat = format!("notifier `{name}`");
+        eprintln!(
+            "sample email failure: {}",
+            err1.lines().find(|l| l.contains(&pat)).unwrap()
+        );
+    }
+    assert!(
+        err2.contains("notified `mail` (email) of backup recovery"),
+        "{err2}"
+    );
+
+    // Implicit TLS (SMTPS) with AUTH, password from password_file.
+    let mails = implicit.messages();
+    assert_eq!(mails.len(), 2, "{mails:#?}\n{err1}\n{err2}");
+    assert_eq!(mails[0]["auth_user"], SMTP_USER);
+    assert_eq!(mails[0]["tls"], true);
+    assert!(mails[0]["subject"].as_str().unwrap().contains("FAILED"));
+    assert!(mails[1]["subject"].as_str().unwrap().contains("recovered"));
+    assert!(mails[1]["body"].as_str().unwrap().contains(id));
+    assert_eq!(implicit.auths().len(), 2, "{:#?}", implicit.auths());
+
+    // Plain, without AUTH (a trusted local relay).
+    let mails = plain.messages();
+    assert_eq!(mails.len(), 2, "{mails:#?}\n{err1}\n{err2}");
+    assert_eq!(mails[0]["tls"], false);
+    assert_eq!(mails[0]["auth_user"], serde_json::Value::Null);
+    assert!(mails[1]["subject"].as_str().unwrap().contains("recovered"));
 }
 
 #[test]

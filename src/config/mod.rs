@@ -17,7 +17,7 @@ mod watch;
 pub use retention::{PeriodRepresentative, Retention};
 pub use storage::{S3Config, StorageConfig};
 pub use target::{TargetConfig, TestRestoreConfig, COMMON_KEYS};
-pub use watch::{MetricsConfig, NotifierConfig};
+pub use watch::{MetricsConfig, NotifierConfig, SmtpSecurity};
 
 use crate::error::Fail;
 use anyhow::Result;

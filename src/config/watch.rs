@@ -57,9 +57,60 @@ pub struct NotifierConfig {
     /// Upgrade the SMTP connection with STARTTLS (default true; needed before AUTH).
     #[serde(default)]
     pub starttls: Option<bool>,
+    /// `starttls` (default, port 587), `implicit` (TLS from the first byte, port 465) or
+    /// `none` (port 25); overrides `starttls`, which must not contradict it.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// PEM file of CA certificates trusted for the SMTP server in addition to the Mozilla
+    /// roots (a private CA or a self-signed certificate).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Seconds before a send gives up (default 10).
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
+}
+
+/// How the connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS before anything else is sent.
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+    /// No TLS at all.
+    Plain,
+}
+
+impl NotifierConfig {
+    /// The notifier's security from `tls` and the older `starttls`. Also called when the
+    /// configuration is loaded, so a typo fails there and not silently after a backup.
+    pub fn smtp_security(&self) -> std::result::Result<SmtpSecurity, String> {
+        let n = self;
+        let from_tls = match n.tls.as_deref() {
+            None => None,
+            Some("starttls") => Some(SmtpSecurity::StartTls),
+            Some("implicit") => Some(SmtpSecurity::Implicit),
+            Some("none") => Some(SmtpSecurity::Plain),
+            Some(other) => {
+                return Err(format!(
+                    "`{other}` is not starttls, implicit (SMTPS, port 465) or none"
+                ))
+            }
+        };
+        match (from_tls, n.starttls) {
+            (None, s) => Ok(if s.unwrap_or(true) {
+                SmtpSecurity::StartTls
+            } else {
+                SmtpSecurity::Plain
+            }),
+            // `starttls = false` only says "no STARTTLS": it agrees with implicit and none.
+            (Some(SmtpSecurity::StartTls), Some(false))
+            | (Some(SmtpSecurity::Implicit | SmtpSecurity::Plain), Some(true)) => {
+                Err("contradicts `starttls`; set only `tls`".into())
+            }
+            (Some(t), _) => Ok(t),
+        }
+    }
 }
 
 impl Config {
@@ -121,6 +172,7 @@ impl Config {
                             "an email notifier needs at least one recipient".into(),
                         ));
                     }
+                    n.smtp_security().map_err(|m| bad(key("tls"), m))?;
                 }
                 other => {
                     return Err(bad(

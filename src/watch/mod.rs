@@ -1,7 +1,9 @@
 //! After a run: metrics, notifications and the last test-restore result, in one place so
 //! the subcommands each add a single call.
 
+mod email;
 pub mod metrics;
+mod notice;
 pub mod notify;
 pub mod sink;
 
