@@ -4,10 +4,8 @@
 //! exports a REPEATABLE READ snapshot, pg_dump imports it with `--snapshot`, and the
 //! counts run in that session while the dump streams.
 
-use super::toc::{split_table, table_selection};
-use super::tools::{
-    newer_tool, one_paragraph, quote_ident, quote_literal, spawn_stderr_collector, Psql, Tool,
-};
+use super::toc::split_table;
+use super::tools::{newer_tool, one_paragraph, quote_literal, spawn_stderr_collector, Psql, Tool};
 use super::{DumpFormat, Postgres, RowCounts};
 use crate::db::{ArtifactSpec, DumpStream, EngineInfo, LogicalEngine, RestoreOptions};
 use crate::error::Fail;
@@ -78,7 +76,7 @@ fn parse_tables(json: &str) -> Result<Vec<TableFact>> {
 pub(super) struct ServerFacts {
     version_num: u32,
     version: String,
-    database: String,
+    pub(super) database: String,
     size: u64,
     in_recovery: bool,
 }
@@ -483,158 +481,7 @@ impl LogicalEngine for Postgres {
     }
 
     fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()> {
-        let psql = self.psql()?;
-        let db = opts.to_database.clone();
-        let mut created = false;
-        if let Some(d) = &db {
-            let mut s = Psql::connect(&psql, &self.conn, Some("postgres"))
-                .or_else(|_| Psql::connect(&psql, &self.conn, None))?;
-            let exists = s.query_one(&format!(
-                "SELECT count(*) FROM pg_database WHERE datname = {}",
-                quote_literal(d)
-            ))? != "0";
-            if !exists {
-                s.query(&format!("CREATE DATABASE {}", quote_ident(d)))
-                    .with_context(|| format!("creating database {d}"))?;
-                created = true;
-            }
-            s.close()?;
-        }
-        let ci = self.conn.conninfo(db.as_deref());
-        if self.pg_restore.is_none() && !gzip && file.extension().is_some_and(|e| e == "pgdump") {
-            self.pg_restore = Some(self.tool("pg_restore")?);
-        }
-        match (&self.pg_restore, gzip) {
-            (Some(pg_restore), false) => {
-                let mut cmd = Command::new(&pg_restore.path);
-                cmd.args(["--no-password", "--exit-on-error"]);
-                if opts.clean {
-                    cmd.args(["--clean", "--if-exists"]);
-                }
-                // Keep the list file alive until pg_restore is done with it.
-                let mut _list_file = None;
-                if !opts.tables.is_empty() {
-                    let mut s = Psql::connect(&psql, &self.conn, db.as_deref())?;
-                    let (list, schemas) =
-                        table_selection(pg_restore, file, &opts.tables, |schema, table| {
-                            s.query_one(&format!(
-                                "SELECT to_regclass({}) IS NOT NULL",
-                                quote_literal(&format!(
-                                    "{}.{}",
-                                    quote_ident(schema),
-                                    quote_ident(table)
-                                ))
-                            ))
-                            .is_ok_and(|v| v == "t")
-                        })?;
-                    // The tables' schemas must exist (a scratch database has none of them).
-                    for schema in schemas.iter().filter(|s| s.as_str() != "public") {
-                        s.query(&format!(
-                            "CREATE SCHEMA IF NOT EXISTS {}",
-                            quote_ident(schema)
-                        ))
-                        .with_context(|| format!("creating schema {schema}"))?;
-                    }
-                    s.close()?;
-                    let mut f = tempfile::Builder::new()
-                        .prefix("backup-restore-list-")
-                        .tempfile()
-                        .context("writing the pg_restore list file")?;
-                    f.write_all(list.as_bytes())?;
-                    f.flush()?;
-                    cmd.arg(format!("--use-list={}", f.path().display()));
-                    _list_file = Some(f);
-                }
-                // Parallel jobs only into a fresh database; otherwise one transaction, so a
-                // failure leaves the database as it was.
-                let jobs = opts.jobs.or(self.opts.restore_jobs).unwrap_or(2);
-                let parallel = created && opts.tables.is_empty() && jobs > 1;
-                if parallel {
-                    cmd.arg(format!("--jobs={jobs}"));
-                } else {
-                    cmd.arg("--single-transaction");
-                }
-                if !ci.is_empty() {
-                    cmd.arg(format!("--dbname={ci}"));
-                } else {
-                    // pg_restore needs -d to restore rather than print SQL.
-                    let d = self
-                        .server
-                        .as_ref()
-                        .map(|s| s.database.clone())
-                        .unwrap_or_default();
-                    cmd.arg(format!("--dbname={}", self.conn.conninfo(Some(&d))));
-                }
-                cmd.arg(file);
-                self.conn.apply(&mut cmd);
-                let out = cmd
-                    .stdin(Stdio::null())
-                    .output()
-                    .context("running pg_restore")?;
-                if !out.status.success() {
-                    let msg = one_paragraph(&String::from_utf8_lossy(&out.stderr));
-                    let outcome = if parallel {
-                        format!(
-                            "the new database `{}` is incomplete",
-                            db.as_deref().unwrap_or("?")
-                        )
-                    } else {
-                        "rolled back, the database is as it was".to_string()
-                    };
-                    let fix = if !opts.clean && msg.contains("already exists") {
-                        "; the database already has these objects: add --clean to replace them, or restore with --to-database NEW_DB"
-                    } else {
-                        ""
-                    };
-                    bail!("pg_restore failed ({outcome}): {msg}{fix}");
-                }
-            }
-            _ => {
-                let mut cmd = Command::new(&psql.path);
-                cmd.args([
-                    "-X",
-                    "-q",
-                    "-w",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "--single-transaction",
-                    "-o",
-                    "/dev/null",
-                ]);
-                if !ci.is_empty() {
-                    cmd.arg(format!("--dbname={ci}"));
-                }
-                self.conn.apply(&mut cmd);
-                cmd.stdin(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped());
-                let mut child = cmd.spawn().context("starting psql")?;
-                let stderr = Arc::new(Mutex::new(String::new()));
-                let t = spawn_stderr_collector(child.stderr.take().unwrap(), stderr.clone());
-                let mut stdin = child.stdin.take().unwrap();
-                let f = std::fs::File::open(file)?;
-                let mut src: Box<dyn Read> = if gzip {
-                    Box::new(flate2::read::MultiGzDecoder::new(
-                        std::io::BufReader::with_capacity(1 << 20, f),
-                    ))
-                } else {
-                    Box::new(f)
-                };
-                let copy = std::io::copy(&mut src, &mut stdin);
-                drop(stdin);
-                let st = child.wait()?;
-                let _ = t.join();
-                let err = stderr.lock().unwrap().clone();
-                if !st.success() {
-                    bail!(
-                        "psql failed, the restore was rolled back: {}",
-                        one_paragraph(&err)
-                    );
-                }
-                copy.context("feeding the dump to psql")?;
-            }
-        }
-        Ok(())
+        self.restore_file(file, gzip, opts)
     }
 
     fn count_rows(&mut self, opts: &RestoreOptions) -> Result<Vec<TableFact>> {

@@ -20,6 +20,7 @@ mod logical;
 pub mod physical;
 pub mod pitr;
 mod pitr_plan;
+mod restore;
 mod scratch;
 pub mod tar;
 mod test_restore;
