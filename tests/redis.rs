@@ -1,0 +1,465 @@
+//! Redis against real `redis-server` 7.0 instances (each on a free port in a temp dir):
+//! snapshot over the replication protocol, verify with the RDB reader, network restore
+//! with RESTORE ... ABSTTL, test-restore in a scratch server, and the refusals.
+mod common;
+use common::redis_server::{RedisServer, Resp};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn config(env: &Env, url: &str, extra: &str) -> PathBuf {
+    env.write_config(&format!(
+        r#"
+[storages.local]
+type = "local"
+path = "{}"
+
+[targets.cache]
+engine = "redis"
+url = "{url}"
+storages = ["local"]
+{extra}
+"#,
+        env.repo().display()
+    ))
+}
+
+fn b(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+/// Every type in several encodings, binary keys and values, millisecond TTLs, three
+/// logical databases, a several-MB value, a stream with a consumer group and pending
+/// entries, and a function library.
+fn load_dataset(r: &RedisServer) {
+    let mut c = r.connect();
+    let mut cmds: Vec<Vec<Vec<u8>>> = vec![];
+    let mut add = |args: Vec<Vec<u8>>| cmds.push(args);
+    add(vec![b("SELECT"), b("0")]);
+    add(vec![b("SET"), b("s:small"), b("hello")]);
+    add(vec![b("SET"), b("s:int"), b("123456")]);
+    add(vec![b("SET"), b("s:lzf"), b(&"abcabcabc".repeat(200))]);
+    add(vec![
+        b("SET"),
+        b"bin\x00\xff\r\nkey".to_vec(),
+        (0..=255u8).collect(),
+    ]);
+    // Several MB, not compressible by LZF (a simple LCG).
+    let mut x: u32 = 7;
+    let big: Vec<u8> = (0..6_000_000)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    add(vec![b("SET"), b("s:big"), big]);
+    add(vec![b("RPUSH"), b("l:small"), b("a"), b("b"), b("c")]);
+    let mut l = vec![b("RPUSH"), b("l:large")];
+    l.extend((0..5000).map(|i| b(&format!("element-{i}"))));
+    add(l);
+    add(vec![b("SADD"), b("set:int"), b("1"), b("2"), b("300000")]);
+    add(vec![b("SADD"), b("set:small"), b("x"), b("y")]);
+    let mut s = vec![b("SADD"), b("set:large")];
+    s.extend((0..1000).map(|i| b(&format!("member-{i}"))));
+    add(s);
+    add(vec![
+        b("ZADD"),
+        b("z:small"),
+        b("1.5"),
+        b("a"),
+        b("inf"),
+        b("b"),
+    ]);
+    let mut z = vec![b("ZADD"), b("z:large")];
+    for i in 0..500 {
+        z.push(b(&format!("{}.25", i)));
+        z.push(b(&format!("m{i}")));
+    }
+    add(z);
+    add(vec![
+        b("HSET"),
+        b("h:small"),
+        b("f"),
+        b("v"),
+        b("n"),
+        b("1"),
+    ]);
+    let mut h = vec![b("HSET"), b("h:large")];
+    for i in 0..1000 {
+        h.push(b(&format!("field-{i}")));
+        h.push(b(&format!("value-{i}")));
+    }
+    add(h);
+    for i in 0..50 {
+        add(vec![
+            b("XADD"),
+            b("stream"),
+            b("*"),
+            b("n"),
+            b(&i.to_string()),
+        ]);
+    }
+    add(vec![b("XGROUP"), b("CREATE"), b("stream"), b("g1"), b("0")]);
+    add(vec![
+        b("XREADGROUP"),
+        b("GROUP"),
+        b("g1"),
+        b("alice"),
+        b("COUNT"),
+        b("10"),
+        b("STREAMS"),
+        b("stream"),
+        b(">"),
+    ]);
+    add(vec![
+        b("XREADGROUP"),
+        b("GROUP"),
+        b("g1"),
+        b("bob"),
+        b("COUNT"),
+        b("3"),
+        b("STREAMS"),
+        b("stream"),
+        b(">"),
+    ]);
+    add(vec![b("PEXPIRE"), b("s:small"), b("3600123")]);
+    add(vec![b("PEXPIRE"), b("h:large"), b("86400777")]);
+    add(vec![b("SELECT"), b("1")]);
+    add(vec![b("SET"), b("db1:a"), b("1")]);
+    add(vec![b("SET"), b("db1:b"), b("2"), b("PX"), b("7200999")]);
+    add(vec![b("SELECT"), b("5")]);
+    add(vec![b("HSET"), b("db5:h"), b("k"), b("v")]);
+    add(vec![
+        b("FUNCTION"),
+        b("LOAD"),
+        b("#!lua name=mylib\nredis.register_function('echo1', function(keys, args) return args[1] end)"),
+    ]);
+    c.pipeline(&cmds);
+}
+
+fn manifest(env: &Env, id: &str) -> serde_json::Value {
+    let p = env.repo().join("cache").join(id).join("manifest.json");
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn artifact(env: &Env, id: &str) -> PathBuf {
+    env.repo().join("cache").join(id).join("dump.rdb.gz")
+}
+
+fn gunzip_to(src: &Path, dest: &Path) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gunzip -c '{}' > '{}'",
+            src.display(),
+            dest.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(out.success());
+}
+
+fn dbsize(r: &RedisServer) -> i64 {
+    let mut c = r.connect();
+    (0..16)
+        .map(|db| {
+            c.ok(&[b"SELECT", db.to_string().as_bytes()]);
+            c.ok(&[b"DBSIZE"]).int()
+        })
+        .sum()
+}
+
+#[test]
+fn round_trip_of_every_type_is_identical_and_standard_tools_read_it() {
+    let src = RedisServer::start();
+    src.cmd(&[
+        b"ACL",
+        b"SETUSER",
+        b"backup",
+        b"on",
+        b">s3cr3t-pw",
+        b"~*",
+        b"&*",
+        b"+@all",
+    ]);
+    load_dataset(&src);
+    // Expires between the backup and the restore: skipped and counted.
+    src.cmd(&[b"SET", b"short", b"x", b"PX", b"1500"]);
+    let env = Env::new();
+    let url = format!("redis://backup:s3cr3t-pw@127.0.0.1:{}", src.port);
+    config(&env, &url, "");
+    let (code, out, err) = env.run(&["run", "cache"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let id = out.trim().to_string();
+    let m = manifest(&env, &id);
+    assert!(!out.contains("s3cr3t") && !err.contains("s3cr3t"), "{err}");
+    assert!(!m.to_string().contains("s3cr3t"), "{m}");
+    assert_eq!(m["engine"], "redis");
+    assert_eq!(m["format"], "rdb");
+    let x = &m["database"]["extra"];
+    assert_eq!(x["rdb_version"], 10, "{m}");
+    assert_eq!(x["role"], "master");
+    assert_eq!(x["functions"], 1);
+    assert_eq!(x["keys_with_expiry"]["db0"], 2 + 1, "{m}");
+    assert_eq!(x["keys_with_expiry"]["db1"], 1);
+    let keys = |db: &str| {
+        m["database"]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["schema"] == db)
+            .unwrap()["rows"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((keys("db0"), keys("db1"), keys("db5")), (16, 2, 1), "{m}");
+    assert!(m["versions"]["redis"].as_str().unwrap().starts_with("7."));
+
+    // Standard tools read the artifact: gunzip + redis-check-rdb.
+    let rdb = env.path().join("dump.rdb");
+    gunzip_to(&artifact(&env, &id), &rdb);
+    let chk = Command::new("redis-check-rdb").arg(&rdb).output().unwrap();
+    let text = String::from_utf8_lossy(&chk.stdout);
+    assert!(
+        chk.status.success() && text.contains("RDB looks OK"),
+        "{text}"
+    );
+
+    let v = env.ok(&["verify", "cache", &id]);
+    assert!(!v.is_empty());
+    let (_, vout, verr) = env.run(&["verify", "cache", &id, "--json"]);
+    assert!(
+        vout.contains("RDB version 10") && vout.contains("CRC64 ok"),
+        "{vout}\n{verr}"
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    let dest = RedisServer::start();
+    config(&env, &dest.url(), "");
+    let (code, out, err) = env.run(&["restore", "cache", &id, "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("1 key(s) had already expired"), "{err}");
+    assert!(err.contains("row counts of 3 table(s) match"), "{err}");
+
+    let (a, bb) = (src.snapshot(), dest.snapshot());
+    assert_eq!(a.len(), 18, "{:?}", a.keys().collect::<Vec<_>>());
+    assert_eq!(a.keys().collect::<Vec<_>>(), bb.keys().collect::<Vec<_>>());
+    for (k, (t, d, ttl)) in &a {
+        let (t2, d2, ttl2) = &bb[k];
+        assert_eq!(t, t2, "type of {k:?}");
+        if d != d2 {
+            // A hashtable's DUMP lists fields in its bucket order, which depends on the
+            // table's history, not its content: the same content is what must hold.
+            same_hashtable_content(&src, &dest, k, t);
+        }
+        assert!((ttl - ttl2).abs() <= 1000, "PTTL of {k:?}: {ttl} vs {ttl2}");
+        assert_eq!(*ttl < 0, *ttl2 < 0, "expiry of {k:?}");
+    }
+    let f = dest.cmd(&[b"FCALL", b"echo1", b"0", b"hi"]);
+    assert_eq!(f, Resp::Bulk(Some(b("hi"))));
+}
+
+/// Key `k` (a set or hash) is hashtable-encoded on both servers with equal content.
+fn same_hashtable_content(a: &RedisServer, b: &RedisServer, k: &(u32, Vec<u8>), t: &str) {
+    let read = |r: &RedisServer| {
+        let mut c = r.connect();
+        c.ok(&[b"SELECT", k.0.to_string().as_bytes()]);
+        let enc = c.ok(&[b"OBJECT", b"ENCODING", &k.1]).bytes();
+        let cmd: &[u8] = if t == "hash" { b"HGETALL" } else { b"SMEMBERS" };
+        let Resp::Array(Some(items)) = c.ok(&[cmd, &k.1]) else {
+            panic!("{t}")
+        };
+        let mut items: Vec<Vec<u8>> = items.iter().map(Resp::bytes).collect();
+        if t == "hash" {
+            let mut pairs: Vec<_> = items.chunks(2).map(|p| p.to_vec()).collect();
+            pairs.sort();
+            items = pairs.concat();
+        } else {
+            items.sort();
+        }
+        (enc, items)
+    };
+    let (x, y) = (read(a), read(b));
+    assert_eq!(
+        x.0,
+        b"hashtable".to_vec(),
+        "DUMP payload of {k:?} ({t}) differs"
+    );
+    assert_eq!(x, y, "content of {k:?} ({t}) differs");
+}
+
+#[test]
+fn damaged_artifact_fails_verify_and_restore_leaves_the_destination_alone() {
+    let src = RedisServer::start();
+    src.cmd(&[b"SET", b"a", &[b'z'; 5000]]);
+    src.cmd(&[b"RPUSH", b"l", b"1", b"2"]);
+    let env = Env::new();
+    config(&env, &src.url(), "");
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    // Flip one byte inside the RDB and re-seal the gzip, size and SHA-256, so only
+    // the RDB reader's CRC64 can tell.
+    let rdb = env.path().join("dump.rdb");
+    gunzip_to(&artifact(&env, &id), &rdb);
+    let mut bytes = std::fs::read(&rdb).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x20;
+    std::fs::write(&rdb, &bytes).unwrap();
+    let gz = artifact(&env, &id);
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c '{}' > '{}'", rdb.display(), gz.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sha =
+        String::from_utf8(Command::new("sha256sum").arg(&gz).output().unwrap().stdout).unwrap();
+    let mut m = manifest(&env, &id);
+    m["artifacts"][0]["sha256"] = sha.split_whitespace().next().unwrap().into();
+    m["artifacts"][0]["size_bytes"] = std::fs::metadata(&gz).unwrap().len().into();
+    std::fs::write(
+        env.repo().join("cache").join(&id).join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+
+    let (code, out, err) = env.run(&["verify", "cache", &id]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(
+        format!("{out}{err}").contains("CRC64 mismatch"),
+        "{out}\n{err}"
+    );
+    let dest = RedisServer::start();
+    config(&env, &dest.url(), "");
+    let (code, _, err) = env.run(&["restore", "cache", &id, "--yes"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("was not touched"), "{err}");
+    assert_eq!(dbsize(&dest), 0);
+
+    // A flipped byte in the stored file itself: SHA-256 and gzip catch it too.
+    let mut g = std::fs::read(&gz).unwrap();
+    let j = g.len() / 2;
+    g[j] ^= 0x01;
+    std::fs::write(&gz, g).unwrap();
+    let (code, _, _) = env.run(&["verify", "cache", &id]);
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn non_empty_destination_is_refused_unless_clean() {
+    // Disk-based replication: the `$<length>` payload form (the others use diskless
+    // `$EOF:<mark>`, Redis 7.0's default).
+    let src = RedisServer::start_with(&["--repl-diskless-sync", "no"]);
+    src.cmd(&[b"SET", b"k", b"from-backup"]);
+    let env = Env::new();
+    config(&env, &src.url(), "");
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    let dest = RedisServer::start();
+    dest.cmd(&[b"SET", b"other", b"x"]);
+    config(&env, &dest.url(), "");
+    let (code, _, err) = env.run(&["restore", "cache", &id, "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("--clean"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(dest.cmd(&[b"GET", b"other"]), Resp::Bulk(Some(b("x"))));
+    let plan = env.ok(&["restore", "cache", &id, "--clean", "--dry-run"]);
+    assert!(plan.contains("FLUSHALL"), "{plan}");
+    env.ok(&["restore", "cache", &id, "--clean", "--yes"]);
+    assert_eq!(dest.cmd(&[b"GET", b"other"]), Resp::Bulk(None));
+    assert_eq!(
+        dest.cmd(&[b"GET", b"k"]),
+        Resp::Bulk(Some(b("from-backup")))
+    );
+}
+
+#[test]
+fn server_refusing_sync_fails_naming_scan_mode_and_lists_nothing() {
+    let src = RedisServer::start_with(&[
+        "--rename-command",
+        "SYNC",
+        "",
+        "--rename-command",
+        "PSYNC",
+        "",
+    ]);
+    src.cmd(&[b"SET", b"k", b"v"]);
+    let env = Env::new();
+    config(&env, &src.url(), "");
+    let (code, out, err) = env.run(&["run", "cache"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("mode = \"scan\""), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    assert!(entries_under(&env.repo().join("cache")).is_empty());
+}
+
+#[test]
+fn test_restore_passes_and_removes_the_scratch_server() {
+    let src = RedisServer::start();
+    load_dataset(&src);
+    let env = Env::new();
+    let scratch = env.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    config(
+        &env,
+        &src.url(),
+        &format!(
+            "[targets.cache.test_restore]\ntemp_dir = \"{}\"\n",
+            scratch.display()
+        ),
+    );
+    env.ok(&["run", "cache"]);
+    let (code, out, err) = env.run(&["test-restore", "cache", "latest", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<_> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    for n in ["restore", "key counts", "keys with expiry"] {
+        assert!(names.contains(&(n.to_string(), true)), "{names:?}\n{out}");
+    }
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "scratch folder left behind"
+    );
+}
+
+#[test]
+fn engine_keys_are_checked_when_the_config_is_loaded() {
+    let env = Env::new();
+    for (extra, url, want) in [
+        (
+            "colour = \"red\"",
+            "redis://h:6379",
+            "unknown field `colour`",
+        ),
+        ("", "rediss://h:6379", "rediss:// (TLS) is not supported"),
+        ("tls_ca_file = \"/x\"", "redis://h:6379", "not rediss://"),
+        (
+            "mode = \"scan\"",
+            "redis://h:6379",
+            "not supported by this version yet",
+        ),
+        ("mode = \"fast\"", "redis://h:6379", "targets.cache.mode"),
+        ("", "redis://u:topsecret@h:6379/4", "every logical database"),
+    ] {
+        config(&env, url, extra);
+        let (code, out, err) = env.run(&["list", "cache"]);
+        assert_eq!(code, 2, "{extra} {url}: {out}\n{err}");
+        assert!(err.contains(want), "{extra} {url}: {err}");
+        assert!(!err.contains("topsecret"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
