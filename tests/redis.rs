@@ -44,12 +44,14 @@ fn load_dataset(r: &RedisServer) {
         b"bin\x00\xff\r\nkey".to_vec(),
         (0..=255u8).collect(),
     ]);
-    // Several MB, not compressible by LZF (a simple LCG).
+    // Several MB, not compressible by LZF (xorshift).
     let mut x: u32 = 7;
     let big: Vec<u8> = (0..6_000_000)
         .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
         })
         .collect();
     add(vec![b("SET"), b("s:big"), big]);
@@ -462,4 +464,141 @@ fn engine_keys_are_checked_when_the_config_is_loaded() {
         assert!(!err.contains("topsecret"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+}
+
+/// Redis' crc64 (Jones, reflected), bit by bit: to re-seal a crafted RDB.
+fn crc64(data: &[u8]) -> u64 {
+    let mut crc = 0u64;
+    for &byte in data {
+        crc ^= byte as u64;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// Replaces backup `id`'s artifact with `rdb` (gzipped), fixing size and SHA-256.
+fn reseal(env: &Env, id: &str, rdb: &[u8]) {
+    let raw = env.path().join("crafted.rdb");
+    std::fs::write(&raw, rdb).unwrap();
+    let gz = artifact(env, id);
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c '{}' > '{}'", raw.display(), gz.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sha =
+        String::from_utf8(Command::new("sha256sum").arg(&gz).output().unwrap().stdout).unwrap();
+    let mut m = manifest(env, id);
+    m["artifacts"][0]["sha256"] = sha.split_whitespace().next().unwrap().into();
+    m["artifacts"][0]["size_bytes"] = std::fs::metadata(&gz).unwrap().len().into();
+    m["artifacts"][0]["raw_size_bytes"] = (rdb.len() as u64).into();
+    std::fs::write(
+        env.repo().join("cache").join(id).join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_backup_from_a_newer_rdb_version_is_refused_naming_both() {
+    let src = RedisServer::start();
+    src.cmd(&[b"SET", b"k", b"v"]);
+    let env = Env::new();
+    config(&env, &src.url(), "");
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    let rdb = env.path().join("dump.rdb");
+    gunzip_to(&artifact(&env, &id), &rdb);
+    let mut bytes = std::fs::read(&rdb).unwrap();
+    assert_eq!(&bytes[..9], b"REDIS0010");
+    // RDB 11 (Redis 7.2), re-sealed with a correct CRC64: only the version differs.
+    bytes[8] = b'1';
+    let n = bytes.len() - 8;
+    let crc = crc64(&bytes[..n]);
+    bytes[n..].copy_from_slice(&crc.to_le_bytes());
+    reseal(&env, &id, &bytes);
+    env.ok(&["verify", "cache", &id]);
+    let dest = RedisServer::start();
+    config(&env, &dest.url(), "");
+    let (code, _, err) = env.run(&["restore", "cache", &id, "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("RDB version 11") && err.contains("Redis 7.0"),
+        "{err}"
+    );
+    assert_eq!(dbsize(&dest), 0);
+}
+
+#[test]
+fn a_snapshot_cut_mid_stream_lists_nothing() {
+    let src = RedisServer::start();
+    let mut c = src.connect();
+    // About 1 MB that LZF cannot shrink (xorshift), so the snapshot is longer than
+    // what the proxy lets through.
+    let mut x: u32 = 1;
+    let cmds: Vec<Vec<Vec<u8>>> = (0..200)
+        .map(|i| {
+            let v: Vec<u8> = (0..5000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x >> 24) as u8
+                })
+                .collect();
+            vec![b("SET"), b(&format!("k{i}")), v]
+        })
+        .collect();
+    c.pipeline(&cmds);
+    // A proxy that passes the handshake and then cuts the connection after 64 KiB of
+    // the snapshot: the way a dying server or network looks to the tool.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let upstream = src.port;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(down) = conn else { return };
+            let up = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d2, &mut u2);
+            });
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let (mut up, mut down) = (up, down);
+                let mut sent = 0usize;
+                let mut buf = [0u8; 4096];
+                let mut saw_sync_reply = false;
+                while let Ok(n) = up.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    saw_sync_reply |= buf[..n].contains(&b'$');
+                    if saw_sync_reply {
+                        sent += n;
+                    }
+                    if down.write_all(&buf[..n]).is_err() || sent > 65536 {
+                        break;
+                    }
+                }
+                let _ = down.shutdown(std::net::Shutdown::Both);
+                let _ = up.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    let env = Env::new();
+    config(&env, &format!("redis://127.0.0.1:{proxy_port}"), "");
+    let (code, out, err) = env.run(&["run", "cache"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("nothing was kept"), "{err}");
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    assert!(entries_under(&env.repo().join("cache")).is_empty());
 }
