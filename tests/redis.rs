@@ -243,8 +243,15 @@ fn round_trip_of_every_type_is_identical_and_standard_tools_read_it() {
     assert!(err.contains("1 key(s) had already expired"), "{err}");
     assert!(err.contains("row counts of 3 table(s) match"), "{err}");
 
+    assert_eq!(assert_same_dataset(&src, &dest), 18);
+    let f = dest.cmd(&[b"FCALL", b"echo1", b"0", b"hi"]);
+    assert_eq!(f, Resp::Bulk(Some(b("hi"))));
+}
+
+/// Every key of `src` is in `dest` with the same TYPE, DUMP payload (or, for
+/// hashtables, content) and PTTL within a second. Returns the number of keys.
+fn assert_same_dataset(src: &RedisServer, dest: &RedisServer) -> usize {
     let (a, bb) = (src.snapshot(), dest.snapshot());
-    assert_eq!(a.len(), 18, "{:?}", a.keys().collect::<Vec<_>>());
     assert_eq!(a.keys().collect::<Vec<_>>(), bb.keys().collect::<Vec<_>>());
     for (k, (t, d, ttl)) in &a {
         let (t2, d2, ttl2) = &bb[k];
@@ -252,13 +259,12 @@ fn round_trip_of_every_type_is_identical_and_standard_tools_read_it() {
         if d != d2 {
             // A hashtable's DUMP lists fields in its bucket order, which depends on the
             // table's history, not its content: the same content is what must hold.
-            same_hashtable_content(&src, &dest, k, t);
+            same_hashtable_content(src, dest, k, t);
         }
         assert!((ttl - ttl2).abs() <= 1000, "PTTL of {k:?}: {ttl} vs {ttl2}");
         assert_eq!(*ttl < 0, *ttl2 < 0, "expiry of {k:?}");
     }
-    let f = dest.cmd(&[b"FCALL", b"echo1", b"0", b"hi"]);
-    assert_eq!(f, Resp::Bulk(Some(b("hi"))));
+    a.len()
 }
 
 /// Key `k` (a set or hash) is hashtable-encoded on both servers with equal content.
@@ -449,11 +455,6 @@ fn engine_keys_are_checked_when_the_config_is_loaded() {
         ),
         ("", "rediss://h:6379", "rediss:// (TLS) is not supported"),
         ("tls_ca_file = \"/x\"", "redis://h:6379", "not rediss://"),
-        (
-            "mode = \"scan\"",
-            "redis://h:6379",
-            "not supported by this version yet",
-        ),
         ("mode = \"fast\"", "redis://h:6379", "targets.cache.mode"),
         ("", "redis://u:topsecret@h:6379/4", "every logical database"),
     ] {
@@ -601,4 +602,40 @@ fn a_snapshot_cut_mid_stream_lists_nothing() {
         serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
     assert_eq!(list, serde_json::json!([]));
     assert!(entries_under(&env.repo().join("cache")).is_empty());
+}
+
+#[test]
+fn scan_mode_backs_up_a_server_refusing_sync_and_restores_it() {
+    let src = RedisServer::start_with(&[
+        "--rename-command",
+        "SYNC",
+        "",
+        "--rename-command",
+        "PSYNC",
+        "",
+    ]);
+    load_dataset(&src);
+    let env = Env::new();
+    config(&env, &src.url(), "mode = \"scan\"");
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    let m = manifest(&env, &id);
+    assert_eq!(m["database"]["extra"]["mode"], "scan", "{m}");
+    assert_eq!(m["database"]["extra"]["keys"], 15 + 2 + 1, "{m}");
+    assert_eq!(m["database"]["extra"]["functions"], 1, "{m}");
+    // A standard RDB: redis-check-rdb reads it.
+    let rdb = env.path().join("dump.rdb");
+    gunzip_to(&artifact(&env, &id), &rdb);
+    let chk = Command::new("redis-check-rdb").arg(&rdb).output().unwrap();
+    let text = String::from_utf8_lossy(&chk.stdout);
+    assert!(
+        chk.status.success() && text.contains("RDB looks OK"),
+        "{text}"
+    );
+    env.ok(&["verify", "cache", &id]);
+    let dest = RedisServer::start();
+    config(&env, &dest.url(), "mode = \"scan\"");
+    env.ok(&["restore", "cache", &id, "--yes"]);
+    assert_eq!(assert_same_dataset(&src, &dest), 18);
+    let f = dest.cmd(&[b"FCALL", b"echo1", b"0", b"hi"]);
+    assert_eq!(f, Resp::Bulk(Some(b("hi"))));
 }

@@ -3,7 +3,7 @@
 //! `RESTORE key ttl payload REPLACE ABSTTL`, pipelined.
 
 use super::rdb::{dump_payload, RdbReader};
-use super::{info, keyspace, one_line, rdb_version_of, sync, Redis};
+use super::{info, keyspace, one_line, rdb_version_of, scan, sync, Mode, Redis};
 use crate::db::{ArtifactSpec, DumpStream, EngineInfo, LogicalEngine, RestoreOptions};
 use crate::error::Fail;
 use crate::manifest::TableFact;
@@ -43,7 +43,11 @@ impl LogicalEngine for Redis {
         ArtifactSpec {
             name: "dump.rdb.gz".into(),
             gzip: true,
-            content: "Redis RDB snapshot (replication)".into(),
+            content: match self.mode {
+                Mode::Rdb => "Redis RDB snapshot (replication)".into(),
+                Mode::Scan => "Redis RDB written from SCAN + DUMP (not point-in-time)".into(),
+            },
+            // Both modes store an RDB file: one restore path reads either.
             format: "rdb".into(),
         }
     }
@@ -58,7 +62,8 @@ impl LogicalEngine for Redis {
             .arg("PSYNC")
             .query(&mut con)
             .unwrap_or_default();
-        if !cmds.is_empty() && cmds.iter().all(|v| matches!(v, redis::Value::Nil)) {
+        let refused = !cmds.is_empty() && cmds.iter().all(|v| matches!(v, redis::Value::Nil));
+        if refused && self.mode == Mode::Rdb {
             return Err(Fail::Usage(sync::refused_hint(
                 &self.conn,
                 "SYNC and PSYNC are not available",
@@ -80,7 +85,21 @@ impl LogicalEngine for Redis {
     }
 
     fn start_dump(&mut self) -> Result<Box<dyn DumpStream>> {
-        let d = sync::start(&self.conn, self.server.clone()).map_err(|e| {
+        if self.mode == Mode::Scan {
+            let dbs: Vec<u64> = keyspace(&self.server).into_keys().collect();
+            let version = self
+                .server
+                .get("redis_version")
+                .cloned()
+                .unwrap_or_default();
+            let src = scan::ScanSource::open(&self.conn, dbs, version)?;
+            let mut server = self.server.clone();
+            server.insert("mode".into(), "scan".into());
+            return Ok(Box::new(sync::tee(Box::new(src), None, server, &self.conn)));
+        }
+        let mut server = self.server.clone();
+        server.insert("mode".into(), "rdb".into());
+        let d = sync::start(&self.conn, server).map_err(|e| {
             // A refusal is the operator's to fix in the config: exit 2.
             let text = format!("{e:#}");
             if text.contains("mode = \"scan\"") {

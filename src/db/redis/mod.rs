@@ -4,6 +4,7 @@
 //!   password apart), the [`Redis`] engine value and the capabilities it hands out.
 //! - `rdb.rs`: a streaming RDB reader (verify, manifest facts, restore payloads).
 //! - `sync.rs`: the snapshot pulled over the replication protocol, as a `DumpStream`.
+//! - `scan.rs`: `mode = "scan"`: SCAN + DUMP + PTTL written as an RDB file.
 //! - `logical.rs`: [`LogicalEngine`]: backup, verify and network restore (`RESTORE`).
 //! - `scratch.rs`: [`ScratchEngine`]: test-restore into a throwaway `redis-server`.
 //!
@@ -14,6 +15,7 @@
 
 mod logical;
 pub mod rdb;
+mod scan;
 mod scratch;
 mod sync;
 
@@ -48,7 +50,8 @@ pub struct Options {
     /// Do not check the server's certificate (never in production).
     #[serde(default)]
     pub tls_insecure: bool,
-    /// `rdb` (default): a snapshot over the replication protocol. `scan`: not yet.
+    /// `rdb` (default): a snapshot over the replication protocol. `scan`: SCAN + DUMP
+    /// per key, for servers that refuse SYNC (not a point-in-time snapshot).
     #[serde(default)]
     pub mode: Mode,
 }
@@ -104,12 +107,6 @@ impl Options {
             return Err((
                 "url".into(),
                 "rediss:// (TLS) is not supported by this version yet; back up over redis:// on a trusted network or through a TLS tunnel (stunnel)".into(),
-            ));
-        }
-        if self.mode == Mode::Scan {
-            return Err((
-                "mode".into(),
-                "mode = \"scan\" is not supported by this version yet; use mode = \"rdb\"".into(),
             ));
         }
         Ok(())
@@ -286,6 +283,7 @@ pub fn rdb_version_of(redis_version: &str) -> u16 {
 /// The Redis engine for one target.
 pub struct Redis {
     conn: Conn,
+    mode: Mode,
     /// From the precheck: version, role, memory; reused in the manifest facts.
     server: BTreeMap<String, String>,
     /// Keys skipped at restore because they had expired, per db.
@@ -295,13 +293,16 @@ pub struct Redis {
 impl Redis {
     pub fn new(t: &Target) -> Result<Redis> {
         let opts: Options = crate::db::registry::options(t.config, t.name, t.cfg)?;
-        Redis::with_conn(Conn::from_options(&opts)?)
+        let mut r = Redis::with_conn(Conn::from_options(&opts)?)?;
+        r.mode = opts.mode;
+        Ok(r)
     }
 
     /// An engine on another server (test-restore's scratch server).
     pub fn with_conn(conn: Conn) -> Result<Redis> {
         Ok(Redis {
             conn,
+            mode: Mode::Rdb,
             server: BTreeMap::new(),
             skipped_expired: BTreeMap::new(),
         })

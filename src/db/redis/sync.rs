@@ -25,7 +25,7 @@ use std::time::Duration;
 /// forbid SYNC/PSYNC).
 pub fn refused_hint(conn: &Conn, why: &str) -> String {
     format!(
-        "{} refuses replication ({why}), so mode = \"rdb\" cannot take a snapshot there; managed services (ElastiCache, MemoryDB, proxies) need mode = \"scan\", which this version does not support yet",
+        "{} refuses replication ({why}), so mode = \"rdb\" cannot take a snapshot there; set mode = \"scan\" in the target (managed services: ElastiCache, MemoryDB, proxies; see docs/redis.md)",
         conn.display()
     )
 }
@@ -189,10 +189,13 @@ impl Read for Payload {
     }
 }
 
-/// A running snapshot: the payload for the pipeline, a parser on a copy.
+/// A running snapshot: the payload for the pipeline, a parser on a copy. The payload
+/// is the replication stream (`mode = "rdb"`) or the RDB written from a SCAN
+/// (`mode = "scan"`, see `scan.rs`); either way the same reader counts it.
 pub struct RdbDump {
-    payload: Payload,
-    ctl: TcpStream,
+    payload: Box<dyn Read + Send>,
+    /// Closes the source (the replication socket) at the end or on a kill.
+    ctl: Option<TcpStream>,
     tx: Option<SyncSender<Vec<u8>>>,
     parser: Option<JoinHandle<Result<Summary>>>,
     server: BTreeMap<String, String>,
@@ -224,8 +227,19 @@ impl Read for ChanReader {
     }
 }
 
+/// `mode = "rdb"`: the snapshot over SYNC.
 pub fn start(conn: &Conn, server: BTreeMap<String, String>) -> Result<RdbDump> {
     let (payload, ctl) = Payload::open(conn)?;
+    Ok(tee(Box::new(payload), Some(ctl), server, conn))
+}
+
+/// The payload to the pipeline, a copy of each chunk to a parser thread.
+pub fn tee(
+    payload: Box<dyn Read + Send>,
+    ctl: Option<TcpStream>,
+    server: BTreeMap<String, String>,
+    conn: &Conn,
+) -> RdbDump {
     // 16 chunks of at most 1 MiB in flight: the parser's share of memory is bounded.
     let (tx, rx) = sync_channel::<Vec<u8>>(16);
     let parser = std::thread::spawn(move || {
@@ -239,14 +253,14 @@ pub fn start(conn: &Conn, server: BTreeMap<String, String>) -> Result<RdbDump> {
         while r.rx.recv().is_ok() {}
         res
     });
-    Ok(RdbDump {
+    RdbDump {
         payload,
         ctl,
         tx: Some(tx),
         parser: Some(parser),
         server,
         display: conn.display(),
-    })
+    }
 }
 
 impl Read for RdbDump {
@@ -265,7 +279,9 @@ impl Read for RdbDump {
 
 impl DumpStream for RdbDump {
     fn finish(mut self: Box<Self>) -> Result<DatabaseFacts> {
-        let _ = self.ctl.shutdown(Shutdown::Both);
+        if let Some(c) = &self.ctl {
+            let _ = c.shutdown(Shutdown::Both);
+        }
         self.tx = None;
         let summary = self
             .parser
@@ -278,7 +294,9 @@ impl DumpStream for RdbDump {
     }
 
     fn kill(mut self: Box<Self>) {
-        let _ = self.ctl.shutdown(Shutdown::Both);
+        if let Some(c) = &self.ctl {
+            let _ = c.shutdown(Shutdown::Both);
+        }
         self.tx = None;
         if let Some(p) = self.parser.take() {
             let _ = p.join();
@@ -313,6 +331,7 @@ pub fn facts(s: &Summary, server: &BTreeMap<String, String>, display: &str) -> D
     x.insert("functions".into(), s.functions.into());
     x.insert("crc64_checked".into(), s.checksum_checked.into());
     for (k, name) in [
+        ("mode", "mode"),
         ("redis_version", "redis_version"),
         ("role", "role"),
         ("used_memory", "used_memory"),
