@@ -639,3 +639,35 @@ fn scan_mode_backs_up_a_server_refusing_sync_and_restores_it() {
     let f = dest.cmd(&[b"FCALL", b"echo1", b"0", b"hi"]);
     assert_eq!(f, Resp::Bulk(Some(b("hi"))));
 }
+
+#[test]
+fn password_from_file_or_rediscli_auth_never_shows() {
+    let src = RedisServer::start_with(&["--requirepass", "pw-in-a-file-9f3"]);
+    src.cmd_auth("pw-in-a-file-9f3", &[b"SET", b"k", b"v"]);
+    let env = Env::new();
+    let pf = env.path().join("redis_password");
+    std::fs::write(&pf, "pw-in-a-file-9f3\n").unwrap();
+    config(
+        &env,
+        &src.url(),
+        &format!("password_file = \"{}\"", pf.display()),
+    );
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    assert!(!manifest(&env, &id).to_string().contains("9f3"));
+    // REDISCLI_AUTH, as redis-cli reads it.
+    config(&env, &src.url(), "");
+    let out = env
+        .cmd()
+        .env("REDISCLI_AUTH", "pw-in-a-file-9f3")
+        .args(["run", "cache"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A wrong password: one line, the server's words, no password.
+    let url = format!("redis://:wrong-pw-77@127.0.0.1:{}", src.port);
+    config(&env, &url, "");
+    let (code, _, err) = env.run(&["run", "cache"]);
+    assert_ne!(code, 0);
+    assert!(!err.contains("wrong-pw-77"), "{err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+}

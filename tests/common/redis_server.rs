@@ -99,6 +99,13 @@ impl RedisServer {
         self.connect().ok(args)
     }
 
+    /// One command after `AUTH password` (a server started with --requirepass).
+    pub fn cmd_auth(&self, password: &str, args: &[&[u8]]) -> Resp {
+        let mut c = self.connect();
+        c.ok(&[b"AUTH", password.as_bytes()]);
+        c.ok(args)
+    }
+
     /// Every key of every db: (db, key) -> (TYPE, DUMP payload, PTTL).
     pub fn snapshot(&self) -> Snapshot {
         let mut c = self.connect();
