@@ -7,6 +7,7 @@
 //! - `scan.rs`: `mode = "scan"`: SCAN + DUMP + PTTL written as an RDB file.
 //! - `logical.rs`: [`LogicalEngine`]: backup, verify and network restore (`RESTORE`).
 //! - `scratch.rs`: [`ScratchEngine`]: test-restore into a throwaway `redis-server`.
+//! - `tls.rs`: `rediss://`: the TLS files, for both kinds of connection.
 //!
 //! Ordinary commands go through the `redis` crate (sync API). The replication stream
 //! is raw RESP over a `TcpStream`: the crate does not expose SYNC/PSYNC payloads.
@@ -18,6 +19,7 @@ pub mod rdb;
 mod scan;
 mod scratch;
 mod sync;
+mod tls;
 
 use super::{Engine, LogicalEngine, ScratchEngine, Target};
 use crate::config::TargetConfig;
@@ -31,14 +33,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
-    /// `redis://[user@]host:port` (default `redis://127.0.0.1:6379`). A password in
-    /// it is moved out at once; `rediss://` (TLS) is refused by this version.
+    /// `redis://[user@]host:port` or `rediss://...` for TLS (default
+    /// `redis://127.0.0.1:6379`). A password in it is moved out at once.
     #[serde(default)]
     pub url: Option<String>,
     /// File whose first line is the password (else the URL's, else `REDISCLI_AUTH`).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
-    /// CA certificate(s) to check the server's certificate (TLS; not yet supported).
+    /// CA certificate(s) (PEM) to check the server's certificate (default: the system's).
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
     /// Client certificate for mutual TLS (with `tls_key_file`).
@@ -103,12 +105,6 @@ impl Options {
                     .into(),
             ));
         }
-        if tls {
-            return Err((
-                "url".into(),
-                "rediss:// (TLS) is not supported by this version yet; back up over redis:// on a trusted network or through a TLS tunnel (stunnel)".into(),
-            ));
-        }
         Ok(())
     }
 }
@@ -121,6 +117,7 @@ pub struct Conn {
     pub user: Option<String>,
     password: Option<String>,
     pub tls: bool,
+    tls_files: tls::TlsFiles,
 }
 
 impl std::fmt::Debug for Conn {
@@ -165,6 +162,7 @@ impl Conn {
             user: Some(dec(u.username())).filter(|x| !x.is_empty()),
             password: u.password().map(dec),
             tls,
+            tls_files: tls::TlsFiles::default(),
         })
     }
 
@@ -181,13 +179,17 @@ impl Conn {
                 .ok()
                 .filter(|p| !p.is_empty());
         }
+        if c.tls {
+            c.tls_files = tls::TlsFiles::read(o)?;
+        }
         Ok(c)
     }
 
     /// `redis://user@host:port` (never the password).
     pub fn display(&self) -> String {
         format!(
-            "redis://{}{}:{}",
+            "{}://{}{}:{}",
+            if self.tls { "rediss" } else { "redis" },
             self.user
                 .as_deref()
                 .map(|u| format!("{u}@"))
@@ -203,16 +205,34 @@ impl Conn {
 
     /// An ordinary command connection (the `redis` crate).
     pub fn connect(&self) -> Result<redis::Connection> {
-        let info = redis::ConnectionInfo {
-            addr: redis::ConnectionAddr::Tcp(self.host.clone(), self.port),
-            redis: redis::RedisConnectionInfo {
-                db: 0,
-                username: self.user.clone(),
-                password: self.password.clone(),
-                protocol: Default::default(),
-            },
+        let redis_info = redis::RedisConnectionInfo {
+            db: 0,
+            username: self.user.clone(),
+            password: self.password.clone(),
+            protocol: Default::default(),
         };
-        let client = redis::Client::open(info)?;
+        let client = if self.tls {
+            // The redis crate builds its rustls config from the process-wide provider,
+            // which rustls cannot pick when the build links two (ring here, aws-lc-rs
+            // for the S3 SDK). ring is what tls.rs uses; a second install is a no-op.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let info = redis::ConnectionInfo {
+                addr: redis::ConnectionAddr::TcpTls {
+                    host: self.host.clone(),
+                    port: self.port,
+                    insecure: self.tls_files.insecure,
+                    tls_params: None,
+                },
+                redis: redis_info,
+            };
+            redis::Client::build_with_tls(info, self.tls_files.certificates())
+        } else {
+            redis::Client::open(redis::ConnectionInfo {
+                addr: redis::ConnectionAddr::Tcp(self.host.clone(), self.port),
+                redis: redis_info,
+            })
+        }
+        .map_err(|e| anyhow!("{}: {}", self.display(), one_line(&e)))?;
         let con = client
             .get_connection_with_timeout(Duration::from_secs(10))
             .map_err(|e| anyhow!("cannot connect to {}: {}", self.display(), one_line(&e)))?;

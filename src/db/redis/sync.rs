@@ -36,9 +36,13 @@ enum Body {
     Mark([u8; 40]),
 }
 
+/// A plain or TLS connection.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 /// The RDB payload as it arrives, header and end mark removed.
 struct Payload {
-    sock: BufReader<TcpStream>,
+    sock: BufReader<Box<dyn Stream>>,
     body: Body,
     /// Mark mode: bytes read but not yet handed out (the mark may be in them).
     pending: Vec<u8>,
@@ -57,27 +61,32 @@ impl Payload {
             .with_context(|| format!("connecting to {}", conn.display()))?;
         // A server busy with a large fork still sends a newline every second.
         sock.set_read_timeout(Some(Duration::from_secs(120)))?;
+        // Shutting the TCP socket down also ends a TLS stream's blocked read.
         let ctl = sock.try_clone()?;
-        let mut w = sock.try_clone()?;
-        let mut r = BufReader::with_capacity(1 << 16, sock);
+        let stream: Box<dyn Stream> = if conn.tls {
+            Box::new(conn.tls_files.wrap(&conn.host, sock)?)
+        } else {
+            Box::new(sock)
+        };
+        let mut r = BufReader::with_capacity(1 << 16, stream);
         if let Some(pw) = conn.password() {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(u) = &conn.user {
                 args.push(u.as_bytes());
             }
             args.push(pw.as_bytes());
-            send(&mut w, &args)?;
+            send(&mut r, &args)?;
             let line = read_line(&mut r)?;
             if let Some(err) = line.strip_prefix('-') {
                 // The server's words only: never the password.
                 bail!("{} refused the login: {err}", conn.display());
             }
         }
-        send(&mut w, &[b"REPLCONF", b"rdb-only", b"1"])?;
+        send(&mut r, &[b"REPLCONF", b"rdb-only", b"1"])?;
         // Older servers answer -ERR: they then stream commands after the RDB, which
         // we never read (the connection is closed at the end of the payload).
         read_line(&mut r)?;
-        send(&mut w, &[b"SYNC"])?;
+        send(&mut r, &[b"SYNC"])?;
         let header = loop {
             let line = read_line(&mut r)?;
             // Keep-alive newlines while the server forks and writes.
@@ -114,7 +123,10 @@ impl Payload {
     }
 }
 
-fn send(w: &mut TcpStream, args: &[&[u8]]) -> Result<()> {
+/// Writes one command (only before the payload: nothing is buffered for reading yet
+/// that the write could disturb).
+fn send(r: &mut BufReader<Box<dyn Stream>>, args: &[&[u8]]) -> Result<()> {
+    let w = r.get_mut();
     let mut buf = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
         buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -122,10 +134,11 @@ fn send(w: &mut TcpStream, args: &[&[u8]]) -> Result<()> {
         buf.extend_from_slice(b"\r\n");
     }
     w.write_all(&buf).context("sending to the server")?;
+    w.flush().context("sending to the server")?;
     Ok(())
 }
 
-fn read_line(r: &mut BufReader<TcpStream>) -> Result<String> {
+fn read_line(r: &mut BufReader<Box<dyn Stream>>) -> Result<String> {
     let mut line = Vec::new();
     r.read_until(b'\n', &mut line)
         .context("reading the server's answer")?;
