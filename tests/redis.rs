@@ -741,6 +741,10 @@ fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 /// A server with a TLS port too (plain port for the test's own checks).
 fn tls_server(ca: &Path, cert: &Path, key: &Path) -> (RedisServer, u16) {
+    tls_server_with(ca, cert, key, "no")
+}
+
+fn tls_server_with(ca: &Path, cert: &Path, key: &Path, auth_clients: &str) -> (RedisServer, u16) {
     let port = free_port().to_string();
     let r = RedisServer::start_with(&[
         "--tls-port",
@@ -752,7 +756,7 @@ fn tls_server(ca: &Path, cert: &Path, key: &Path) -> (RedisServer, u16) {
         "--tls-ca-cert-file",
         ca.to_str().unwrap(),
         "--tls-auth-clients",
-        "no",
+        auth_clients,
     ]);
     (r, port.parse().unwrap())
 }
@@ -781,5 +785,20 @@ fn tls_with_a_private_ca_round_trips() {
         &format!("rediss://127.0.0.1:{src_tls}"),
         "tls_insecure = true",
     );
+    env.ok(&["run", "cache"]);
+    // Mutual TLS: a server that asks for a client certificate gets one (the server's
+    // own pair, signed by the same CA, serves as the client's here).
+    let (mtls, mtls_port) = tls_server_with(&ca_crt, &cert, &key, "yes");
+    mtls.cmd(&[b"SET", b"k", b"v"]);
+    let url = format!("rediss://127.0.0.1:{mtls_port}");
+    config(&env, &url, &ca);
+    let (code, _, err) = env.run(&["run", "cache"]);
+    assert_ne!(code, 0, "{err}");
+    let pair = format!(
+        "{ca}\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    config(&env, &url, &pair);
     env.ok(&["run", "cache"]);
 }
