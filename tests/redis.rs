@@ -372,6 +372,9 @@ fn non_empty_destination_is_refused_unless_clean() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(dest.cmd(&[b"GET", b"other"]), Resp::Bulk(Some(b("x"))));
+    let (code, _, err) = env.run(&["restore", "cache", &id, "--table", "users", "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--table"), "{err}");
     let plan = env.ok(&["restore", "cache", &id, "--clean", "--dry-run"]);
     assert!(plan.contains("FLUSHALL"), "{plan}");
     env.ok(&["restore", "cache", &id, "--clean", "--yes"]);
@@ -469,6 +472,22 @@ fn engine_keys_are_checked_when_the_config_is_loaded() {
         assert!(!err.contains("topsecret"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+    // Capabilities a Redis target lacks: one line, exit 2, nothing touched.
+    config(&env, "redis://127.0.0.1:1", "");
+    for args in [
+        vec![
+            "pitr",
+            "cache",
+            "--target-immediate",
+            "--data-dir",
+            "/nonexistent",
+        ],
+        vec!["check", "cache"],
+    ] {
+        let (code, _, err) = env.run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
 }
 
 /// Redis' crc64 (Jones, reflected), bit by bit: to re-seal a crafted RDB.
@@ -540,12 +559,50 @@ fn a_backup_from_a_newer_rdb_version_is_refused_naming_both() {
     assert_eq!(dbsize(&dest), 0);
 }
 
-#[test]
-fn a_snapshot_cut_mid_stream_lists_nothing() {
-    let src = RedisServer::start();
-    let mut c = src.connect();
-    // About 1 MB that LZF cannot shrink (xorshift), so the snapshot is longer than
-    // what the proxy lets through.
+/// A TCP proxy in front of a Redis port: forwards both ways; from the server's `$`
+/// (the SYNC reply) on, passes at most `limit` bytes, each 4 KiB after `delay`.
+fn proxy(upstream: u16, limit: Option<usize>, delay: Option<std::time::Duration>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(down) = conn else { return };
+            let up = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d2, &mut u2);
+            });
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let (mut up, mut down) = (up, down);
+                let mut sent = 0usize;
+                let mut buf = [0u8; 4096];
+                let mut in_payload = false;
+                while let Ok(n) = up.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    in_payload |= buf[..n].contains(&b'$');
+                    if in_payload {
+                        sent += n;
+                        if let Some(d) = delay {
+                            std::thread::sleep(d);
+                        }
+                    }
+                    if down.write_all(&buf[..n]).is_err() || limit.is_some_and(|l| sent > l) {
+                        break;
+                    }
+                }
+                let _ = down.shutdown(std::net::Shutdown::Both);
+                let _ = up.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// About 1 MB in 200 keys that LZF cannot shrink (xorshift).
+fn load_incompressible(src: &RedisServer) {
     let mut x: u32 = 1;
     let cmds: Vec<Vec<Vec<u8>>> = (0..200)
         .map(|i| {
@@ -560,43 +617,46 @@ fn a_snapshot_cut_mid_stream_lists_nothing() {
             vec![b("SET"), b(&format!("k{i}")), v]
         })
         .collect();
-    c.pipeline(&cmds);
-    // A proxy that passes the handshake and then cuts the connection after 64 KiB of
-    // the snapshot: the way a dying server or network looks to the tool.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_port = listener.local_addr().unwrap().port();
-    let upstream = src.port;
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(down) = conn else { return };
-            let up = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut d2, &mut u2);
-            });
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let (mut up, mut down) = (up, down);
-                let mut sent = 0usize;
-                let mut buf = [0u8; 4096];
-                let mut saw_sync_reply = false;
-                while let Ok(n) = up.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    saw_sync_reply |= buf[..n].contains(&b'$');
-                    if saw_sync_reply {
-                        sent += n;
-                    }
-                    if down.write_all(&buf[..n]).is_err() || sent > 65536 {
-                        break;
-                    }
-                }
-                let _ = down.shutdown(std::net::Shutdown::Both);
-                let _ = up.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
+    src.connect().pipeline(&cmds);
+}
+
+#[test]
+fn sigterm_mid_snapshot_lists_nothing() {
+    let src = RedisServer::start();
+    load_incompressible(&src);
+    // 4 KiB per 10 ms: the 1 MB snapshot takes about 2.5 s.
+    let port = proxy(src.port, None, Some(std::time::Duration::from_millis(10)));
+    let env = Env::new();
+    config(&env, &format!("redis://127.0.0.1:{port}"), "");
+    let child = env
+        .std_cmd()
+        .args(["run", "cache"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + 15), "{err}");
+    assert!(err.contains("removed the partial backup"), "{err}");
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    assert!(entries_under(&env.repo().join("cache")).is_empty());
+}
+
+#[test]
+fn a_snapshot_cut_mid_stream_lists_nothing() {
+    let src = RedisServer::start();
+    load_incompressible(&src);
+    // The proxy passes the handshake, then cuts the connection after 64 KiB of the
+    // snapshot: the way a dying server or network looks to the tool.
+    let proxy_port = proxy(src.port, Some(65536), None);
     let env = Env::new();
     config(&env, &format!("redis://127.0.0.1:{proxy_port}"), "");
     let (code, out, err) = env.run(&["run", "cache"]);
