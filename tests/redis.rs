@@ -231,7 +231,9 @@ fn round_trip_of_every_type_is_identical_and_standard_tools_read_it() {
     assert!(!v.is_empty());
     let (_, vout, verr) = env.run(&["verify", "cache", &id, "--json"]);
     assert!(
-        vout.contains("RDB version 10") && vout.contains("CRC64 ok"),
+        vout.contains("RDB version 10")
+            && vout.contains("CRC64 ok")
+            && vout.contains("redis-check-rdb agrees"),
         "{vout}\n{verr}"
     );
 

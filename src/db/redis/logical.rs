@@ -9,8 +9,9 @@ use crate::error::Fail;
 use crate::manifest::TableFact;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// Keys per pipelined round trip, and payload bytes: whichever comes first.
 const BATCH_KEYS: usize = 1000;
@@ -112,8 +113,7 @@ impl LogicalEngine for Redis {
     }
 
     fn check_artifact(&self, artifact: &mut dyn Read) -> Result<String> {
-        let s = RdbReader::new(artifact)?.summarise()?;
-        Ok(s.describe())
+        second_opinion(artifact)
     }
 
     fn restore_precheck(&mut self, opts: &RestoreOptions, _format: &str) -> Result<String> {
@@ -300,5 +300,76 @@ impl Batch {
         self.keys = 0;
         self.bytes = 0;
         Ok(())
+    }
+}
+
+/// The tool's own reader, and `redis-check-rdb` (when installed) reading the same
+/// bytes at the same time through its stdin: a second, independent parser.
+fn second_opinion(artifact: &mut dyn Read) -> Result<String> {
+    let Ok(bin) = which::which("redis-check-rdb") else {
+        let s = RdbReader::new(artifact)?.summarise()?;
+        return Ok(format!("{}; redis-check-rdb not installed", s.describe()));
+    };
+    let mut child = Command::new(&bin)
+        .arg("/dev/stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let mut tee = Tee {
+        inner: artifact,
+        out: child.stdin.take(),
+    };
+    let ours = RdbReader::new(&mut tee).and_then(|r| r.summarise());
+    drop(tee.out.take());
+    if ours.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let text = reader.join().unwrap_or_default();
+    let s = ours?;
+    if text.contains("RDB looks OK") {
+        return Ok(format!("{}; redis-check-rdb agrees", s.describe()));
+    }
+    let why = text
+        .lines()
+        .skip_while(|l| !l.contains("RDB ERROR DETECTED"))
+        .nth(1)
+        .unwrap_or("no verdict")
+        .trim()
+        .to_string();
+    // An older checker, or module types it has not loaded, is no verdict on the file.
+    if why.contains("Can't handle RDB format version") || s.module_values + s.module_aux > 0 {
+        return Ok(format!(
+            "{}; redis-check-rdb cannot judge it ({why})",
+            s.describe()
+        ));
+    }
+    bail!("redis-check-rdb rejects it: {why}")
+}
+
+/// Reads through, copying every byte to the checker (until it stops reading).
+struct Tee<'a> {
+    inner: &'a mut dyn Read,
+    out: Option<std::process::ChildStdin>,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(o) = &mut self.out {
+            if o.write_all(&buf[..n]).is_err() {
+                // The checker exited early; its output says why.
+                self.out = None;
+            }
+        }
+        Ok(n)
     }
 }

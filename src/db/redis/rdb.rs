@@ -50,6 +50,8 @@ pub struct Summary {
     pub dbs: BTreeMap<u64, DbCount>,
     pub functions: u64,
     pub module_aux: u64,
+    /// Keys whose value belongs to a module (type 7).
+    pub module_values: u64,
     /// False when the writer had `rdbchecksum no` (trailer of zeros).
     pub checksum_checked: bool,
 }
@@ -274,6 +276,9 @@ impl<R: Read> RdbReader<R> {
                             self.db
                         )
                     })?;
+                    if t == 7 {
+                        self.summary.module_values += 1;
+                    }
                     let c = self.summary.dbs.entry(self.db).or_default();
                     c.keys += 1;
                     if expire_ms.is_some() {
