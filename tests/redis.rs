@@ -864,3 +864,44 @@ fn tls_with_a_private_ca_round_trips() {
     config(&env, &url, &pair);
     env.ok(&["run", "cache"]);
 }
+
+#[test]
+fn a_cluster_node_is_refused_and_a_damaged_backup_fails_test_restore() {
+    let node = RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ]);
+    let env = Env::new();
+    config(&env, &node.url(), "");
+    let (code, _, err) = env.run(&["run", "cache"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cluster_enabled:1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let src = RedisServer::start();
+    src.cmd(&[b"SET", b"k", b"v"]);
+    let scratch = env.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let tr = format!(
+        "[targets.cache.test_restore]\ntemp_dir = \"{}\"\n",
+        scratch.display()
+    );
+    config(&env, &src.url(), &tr);
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    let gz = artifact(&env, &id);
+    let mut g = std::fs::read(&gz).unwrap();
+    let j = g.len() / 2;
+    g[j] ^= 0x01;
+    std::fs::write(&gz, g).unwrap();
+    let (code, out, err) = env.run(&["test-restore", "cache", &id, "--json"]);
+    assert_eq!(code, 6, "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["checks"][0]["name"], "restore");
+    assert_eq!(r["checks"][0]["passed"], false, "{r}");
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "scratch folder left behind"
+    );
+}
