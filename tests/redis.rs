@@ -465,6 +465,11 @@ fn engine_keys_are_checked_when_the_config_is_loaded() {
         ),
         ("tls_ca_file = \"/x\"", "redis://h:6379", "not rediss://"),
         ("mode = \"fast\"", "redis://h:6379", "targets.cache.mode"),
+        (
+            "[targets.cache.test_restore]\nurl = \"redis://x:1\"",
+            "redis://h:6379",
+            "scratch redis-server",
+        ),
         ("", "redis://u:topsecret@h:6379/4", "every logical database"),
     ] {
         config(&env, url, extra);

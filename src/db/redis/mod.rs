@@ -80,6 +80,12 @@ impl Options {
                 ),
             ));
         }
+        if t.test_restore.as_ref().is_some_and(|tr| tr.url.is_some()) {
+            return Err((
+                "test_restore".into(),
+                "url: a Redis test-restore always starts its own scratch redis-server; remove test_restore.url".into(),
+            ));
+        }
         let url = match &self.url {
             Some(u) => Some(Conn::parse_url(u).map_err(|e| ("url".to_string(), format!("{e:#}")))?),
             None => None,
