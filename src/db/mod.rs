@@ -19,6 +19,7 @@
 
 pub mod postgres;
 pub mod recovery;
+pub mod redis;
 pub mod registry;
 
 use crate::config::{Config, TestRestoreConfig};

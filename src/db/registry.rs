@@ -5,15 +5,15 @@
 //! implements [`Engine`] (and the capability traits it has), then one arm in
 //! [`ENGINES`], [`check_target`] and [`open`] here. Nothing else names engines.
 
-use super::{postgres, Engine, LogArchive, Target};
+use super::{postgres, redis, Engine, LogArchive, Target};
 use crate::config::{Config, TargetConfig, COMMON_KEYS};
 use anyhow::Result;
 use serde::de::DeserializeOwned;
 
 /// Engines this build can back up.
-pub const ENGINES: &[&str] = &["postgres"];
+pub const ENGINES: &[&str] = &["postgres", "redis"];
 /// Engines the project plans; named in the error so nobody hunts for a typo.
-const PLANNED: &[&str] = &["mongodb", "redis", "clickhouse"];
+const PLANNED: &[&str] = &["mongodb", "clickhouse"];
 
 /// Checks every target's engine, kind and engine keys; errors name the file, the
 /// line and the key. Called once, right after the configuration is parsed.
@@ -28,6 +28,11 @@ fn check_target(cfg: &Config, name: &str, t: &TargetConfig) -> Result<()> {
     match t.engine.as_str() {
         "postgres" => {
             let o: postgres::Options = options(cfg, name, t)?;
+            o.validate(t)
+                .map_err(|(key, msg)| cfg.key_error(&format!("targets.{name}.{key}"), msg))
+        }
+        "redis" => {
+            let o: redis::Options = options(cfg, name, t)?;
             o.validate(t)
                 .map_err(|(key, msg)| cfg.key_error(&format!("targets.{name}.{key}"), msg))
         }
@@ -85,6 +90,7 @@ pub fn options<T: DeserializeOwned>(cfg: &Config, name: &str, t: &TargetConfig) 
 pub fn open(t: &Target) -> Result<Box<dyn Engine>> {
     match t.cfg.engine.as_str() {
         "postgres" => Ok(Box::new(postgres::Postgres::new(t)?)),
+        "redis" => Ok(Box::new(redis::Redis::new(t)?)),
         other => Err(crate::error::Fail::Config(format!(
             "engine `{other}` of target `{}` is not supported by this version",
             t.name
@@ -132,13 +138,16 @@ mod tests {
 
     #[test]
     fn engines_planned_and_unknown() {
-        let e = err(&format!("{BASE}engine = \"redis\"\n"));
+        let e = err(&format!("{BASE}engine = \"mongodb\"\n"));
         assert!(
             e.contains("targets.pg.engine") && e.contains("not supported by this version yet"),
             "{e}"
         );
         let e = err(&format!("{BASE}engine = \"oracle\"\n"));
-        assert!(e.contains("is not an engine; use one of postgres"), "{e}");
+        assert!(
+            e.contains("is not an engine; use one of postgres, redis"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! S3-compatible server (moto), started per test and stopped on drop.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,375 @@
+//! [`LogicalEngine`] for Redis: the snapshot (see `sync.rs`), its check with the RDB
+//! reader, and a network restore that replays every key with
+//! `RESTORE key ttl payload REPLACE ABSTTL`, pipelined.
+
+use super::rdb::{dump_payload, RdbReader};
+use super::{info, keyspace, one_line, rdb_version_of, scan, sync, Mode, Redis};
+use crate::db::{ArtifactSpec, DumpStream, EngineInfo, LogicalEngine, RestoreOptions};
+use crate::error::Fail;
+use crate::manifest::TableFact;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Keys per pipelined round trip, and payload bytes: whichever comes first.
+const BATCH_KEYS: usize = 1000;
+const BATCH_BYTES: usize = 8 << 20;
+
+impl Redis {
+    /// INFO of the target's server, refusing what this version cannot handle.
+    fn server_info(&mut self) -> Result<(redis::Connection, BTreeMap<String, String>)> {
+        let mut con = self.conn.connect()?;
+        let i = info(&mut con)?;
+        if i.get("cluster_enabled").map(String::as_str) == Some("1") {
+            return Err(Fail::Usage(format!(
+                "{} is a Redis Cluster node (cluster_enabled:1); clusters are not supported by this version yet",
+                self.conn.display()
+            ))
+            .into());
+        }
+        if i.get("loading").map(String::as_str) == Some("1") {
+            bail!(
+                "{} is still loading its data; try again when it has finished",
+                self.conn.display()
+            );
+        }
+        Ok((con, i))
+    }
+}
+
+impl LogicalEngine for Redis {
+    fn artifact(&self) -> ArtifactSpec {
+        ArtifactSpec {
+            name: "dump.rdb.gz".into(),
+            gzip: true,
+            content: match self.mode {
+                Mode::Rdb => "Redis RDB snapshot (replication)".into(),
+                Mode::Scan => "Redis RDB written from SCAN + DUMP (not point-in-time)".into(),
+            },
+            // Both modes store an RDB file: one restore path reads either.
+            format: "rdb".into(),
+        }
+    }
+
+    fn precheck(&mut self) -> Result<EngineInfo> {
+        let (mut con, i) = self.server_info()?;
+        // SYNC/PSYNC renamed away (managed services): refuse before anything is stored.
+        // Where COMMAND itself is forbidden, SYNC's own answer decides (start_dump).
+        let cmds: Vec<redis::Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg("SYNC")
+            .arg("PSYNC")
+            .query(&mut con)
+            .unwrap_or_default();
+        let refused = !cmds.is_empty() && cmds.iter().all(|v| matches!(v, redis::Value::Nil));
+        if refused && self.mode == Mode::Rdb {
+            return Err(Fail::Usage(sync::refused_hint(
+                &self.conn,
+                "SYNC and PSYNC are not available",
+            ))
+            .into());
+        }
+        let version = i
+            .get("redis_version")
+            .cloned()
+            .unwrap_or_else(|| "?".into());
+        let mut info = EngineInfo {
+            database: Some(self.conn.display()),
+            size_bytes: i.get("used_memory").and_then(|v| v.parse().ok()),
+            ..Default::default()
+        };
+        info.versions.insert("redis".into(), version);
+        self.server = i;
+        Ok(info)
+    }
+
+    fn start_dump(&mut self) -> Result<Box<dyn DumpStream>> {
+        if self.mode == Mode::Scan {
+            let dbs: Vec<u64> = keyspace(&self.server).into_keys().collect();
+            let version = self
+                .server
+                .get("redis_version")
+                .cloned()
+                .unwrap_or_default();
+            let src = scan::ScanSource::open(&self.conn, dbs, version)?;
+            let mut server = self.server.clone();
+            server.insert("mode".into(), "scan".into());
+            return Ok(Box::new(sync::tee(Box::new(src), None, server, &self.conn)));
+        }
+        let mut server = self.server.clone();
+        server.insert("mode".into(), "rdb".into());
+        let d = sync::start(&self.conn, server).map_err(|e| {
+            // A refusal is the operator's to fix in the config: exit 2.
+            let text = format!("{e:#}");
+            if text.contains("mode = \"scan\"") {
+                Fail::Usage(text).into()
+            } else {
+                e
+            }
+        })?;
+        Ok(Box::new(d))
+    }
+
+    fn check_artifact(&self, artifact: &mut dyn Read) -> Result<String> {
+        second_opinion(artifact)
+    }
+
+    fn restore_precheck(&mut self, opts: &RestoreOptions, _format: &str) -> Result<String> {
+        if !opts.tables.is_empty() || opts.to_database.is_some() || opts.jobs.is_some() {
+            return Err(Fail::Usage(
+                "--table, --to-database and --jobs are PostgreSQL's; a Redis restore replays every database of the backup into the target's server".into(),
+            )
+            .into());
+        }
+        let (_con, i) = self.server_info()?;
+        if i.get("role").map(String::as_str) == Some("slave") {
+            return Err(Fail::Usage(format!(
+                "{} is a replica (read-only); restore into its primary",
+                self.conn.display()
+            ))
+            .into());
+        }
+        let used = keyspace(&i);
+        let total: u64 = used.values().map(|k| k.0).sum();
+        if total > 0 && !opts.clean {
+            let dbs: Vec<String> = used.keys().map(|d| format!("db{d}")).collect();
+            return Err(Fail::Usage(format!(
+                "{} is not empty ({total} key(s) in {}); restore into an empty server, or pass --clean to FLUSHALL it first",
+                self.conn.display(),
+                dbs.join(", ")
+            ))
+            .into());
+        }
+        self.server = i;
+        Ok(self.conn.display())
+    }
+
+    fn restore_plan(&self, opts: &RestoreOptions, _format: &str, database: &str) -> String {
+        let version = self.server.get("redis_version").map(String::as_str);
+        format!(
+            "{}replay every key with RESTORE ... REPLACE ABSTTL into {database} (Redis {}), {BATCH_KEYS} keys per round trip; keys already expired are skipped",
+            if opts.clean {
+                "FLUSHALL the destination (every key on it is deleted), then "
+            } else {
+                ""
+            },
+            version.unwrap_or("?")
+        )
+    }
+
+    fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()> {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let input: Box<dyn Read> = if gzip {
+            Box::new(flate2::read::MultiGzDecoder::new(f))
+        } else {
+            Box::new(f)
+        };
+        let mut r = RdbReader::new(input)?;
+        let dest = self
+            .server
+            .get("redis_version")
+            .cloned()
+            .unwrap_or_default();
+        let dest_rdb = rdb_version_of(&dest);
+        // Before touching the destination: can it load these payloads?
+        if r.version > dest_rdb {
+            return Err(Fail::Usage(format!(
+                "the backup is RDB version {} but {} runs Redis {dest}, which loads RDB {dest_rdb} at most; restore into Redis {} or newer",
+                r.version,
+                self.conn.display(),
+                if r.version >= 11 { "7.2" } else { "7.0" }
+            ))
+            .into());
+        }
+        r.capture_values(true);
+        let mut con = self.conn.connect()?;
+        if opts.clean {
+            redis::cmd("FLUSHALL")
+                .query::<()>(&mut con)
+                .map_err(|e| anyhow!("FLUSHALL failed: {}", one_line(&e)))?;
+        }
+        self.skipped_expired.clear();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut batch = Batch::default();
+        let mut restored = 0u64;
+        while let Some(e) = r.next_key()? {
+            // Functions come before the keys in an RDB; load them as they appear.
+            for code in r.take_functions() {
+                redis::cmd("FUNCTION")
+                    .arg("LOAD")
+                    .arg("REPLACE")
+                    .arg(code)
+                    .query::<()>(&mut con)
+                    .map_err(|e| anyhow!("FUNCTION LOAD failed: {}", one_line(&e)))?;
+            }
+            if e.expire_ms.is_some_and(|t| t <= now_ms) {
+                *self.skipped_expired.entry(e.db).or_default() += 1;
+                continue;
+            }
+            batch.add(
+                e.db,
+                e.key,
+                e.expire_ms.unwrap_or(0),
+                dump_payload(e.value, r.version),
+            );
+            restored += 1;
+            if batch.keys >= BATCH_KEYS || batch.bytes >= BATCH_BYTES {
+                batch.send(&mut con)?;
+            }
+        }
+        for code in r.take_functions() {
+            redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("REPLACE")
+                .arg(code)
+                .query::<()>(&mut con)
+                .map_err(|e| anyhow!("FUNCTION LOAD failed: {}", one_line(&e)))?;
+        }
+        batch.send(&mut con)?;
+        let skipped: u64 = self.skipped_expired.values().sum();
+        eprintln!(
+            "restored {restored} key(s) into {}{}",
+            self.conn.display(),
+            if skipped > 0 {
+                format!("; {skipped} key(s) had already expired and were skipped")
+            } else {
+                String::new()
+            }
+        );
+        Ok(())
+    }
+
+    /// Keys per db now, plus those skipped as expired: what the backup held.
+    fn count_rows(&mut self, _opts: &RestoreOptions) -> Result<Vec<TableFact>> {
+        let mut con = self.conn.connect()?;
+        let mut counts: BTreeMap<u64, u64> = keyspace(&info(&mut con)?)
+            .into_iter()
+            .map(|(db, (k, _))| (db, k))
+            .collect();
+        for (db, n) in &self.skipped_expired {
+            *counts.entry(*db).or_default() += n;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|(db, n)| TableFact {
+                schema: format!("db{db}"),
+                name: "keys".into(),
+                rows: Some(n),
+            })
+            .collect())
+    }
+}
+
+/// One pipelined round trip of `SELECT` + `RESTORE`s.
+#[derive(Default)]
+struct Batch {
+    pipe: Option<redis::Pipeline>,
+    db: Option<u64>,
+    keys: usize,
+    bytes: usize,
+}
+
+impl Batch {
+    fn add(&mut self, db: u64, key: Vec<u8>, abs_ttl_ms: i64, payload: Vec<u8>) {
+        let pipe = self.pipe.get_or_insert_with(redis::pipe);
+        if self.db != Some(db) {
+            pipe.cmd("SELECT").arg(db).ignore();
+            self.db = Some(db);
+        }
+        self.bytes += payload.len() + key.len();
+        self.keys += 1;
+        pipe.cmd("RESTORE")
+            .arg(key)
+            .arg(abs_ttl_ms)
+            .arg(payload)
+            .arg("REPLACE")
+            .arg("ABSTTL")
+            .ignore();
+    }
+
+    fn send(&mut self, con: &mut redis::Connection) -> Result<()> {
+        if let Some(p) = self.pipe.take() {
+            p.query::<()>(con)
+                .map_err(|e| anyhow!("RESTORE failed: {}", one_line(&e)))?;
+        }
+        // The next batch starts with its own SELECT (the connection keeps the db, but
+        // saying it again costs nothing and keeps each batch self-contained).
+        self.db = None;
+        self.keys = 0;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// The tool's own reader, and `redis-check-rdb` (when installed) reading the same
+/// bytes at the same time through its stdin: a second, independent parser.
+fn second_opinion(artifact: &mut dyn Read) -> Result<String> {
+    let Ok(bin) = which::which("redis-check-rdb") else {
+        let s = RdbReader::new(artifact)?.summarise()?;
+        return Ok(format!("{}; redis-check-rdb not installed", s.describe()));
+    };
+    let mut child = Command::new(&bin)
+        .arg("/dev/stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let mut tee = Tee {
+        inner: artifact,
+        out: child.stdin.take(),
+    };
+    let ours = RdbReader::new(&mut tee).and_then(|r| r.summarise());
+    drop(tee.out.take());
+    if ours.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let text = reader.join().unwrap_or_default();
+    let s = ours?;
+    if text.contains("RDB looks OK") {
+        return Ok(format!("{}; redis-check-rdb agrees", s.describe()));
+    }
+    let why = text
+        .lines()
+        .skip_while(|l| !l.contains("RDB ERROR DETECTED"))
+        .nth(1)
+        .unwrap_or("no verdict")
+        .trim()
+        .to_string();
+    // An older checker, or module types it has not loaded, is no verdict on the file.
+    if why.contains("Can't handle RDB format version") || s.module_values + s.module_aux > 0 {
+        return Ok(format!(
+            "{}; redis-check-rdb cannot judge it ({why})",
+            s.describe()
+        ));
+    }
+    bail!("redis-check-rdb rejects it: {why}")
+}
+
+/// Reads through, copying every byte to the checker (until it stops reading).
+struct Tee<'a> {
+    inner: &'a mut dyn Read,
+    out: Option<std::process::ChildStdin>,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(o) = &mut self.out {
+            if o.write_all(&buf[..n]).is_err() {
+                // The checker exited early; its output says why.
+                self.out = None;
+            }
+        }
+        Ok(n)
+    }
+}
