@@ -913,3 +913,39 @@ fn a_cluster_node_is_refused_and_a_damaged_backup_fails_test_restore() {
         "scratch folder left behind"
     );
 }
+
+#[test]
+fn verify_compares_key_counts_with_the_manifest() {
+    let src = RedisServer::start();
+    src.cmd(&[b"SET", b"a", b"1"]);
+    src.cmd(&[b"SET", b"b", b"2", b"PX", b"3600000"]);
+    let env = Env::new();
+    config(&env, &src.url(), "");
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    let out = env.ok(&["verify", "cache", &id]);
+    let _ = out;
+    let path = env.repo().join("cache").join(&id).join("manifest.json");
+    let mut m = manifest(&env, &id);
+    assert_eq!(m["database"]["tables"][0]["schema"], "db0");
+    m["database"]["tables"][0]["rows"] = 5.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let (code, out, err) = env.run(&["verify", "cache", &id]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    let all = format!("{out}{err}");
+    let line = all
+        .lines()
+        .find(|l| l.contains("db0 has 2 keys in the RDB, the manifest says 5"))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(!line.contains('\n'));
+    // Keys with an expiry are compared too.
+    m["database"]["tables"][0]["rows"] = 2.into();
+    m["database"]["extra"]["keys_with_expiry"]["db0"] = 0.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let (code, out, err) = env.run(&["verify", "cache", &id]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(
+        format!("{out}{err}")
+            .contains("db0 has 1 keys with an expiry in the RDB, the manifest says 0"),
+        "{out}\n{err}"
+    );
+}

@@ -139,8 +139,10 @@ pub trait LogicalEngine {
     /// Tools found, versions compatible, server reachable. Writes nothing.
     fn precheck(&mut self) -> Result<EngineInfo>;
     fn start_dump(&mut self) -> Result<Box<dyn DumpStream>>;
-    /// Checks that the engine's own tools can read the artifact (decompressed stream).
-    fn check_artifact(&self, artifact: &mut dyn Read) -> Result<String>;
+    /// Checks that the engine's own tools can read the artifact (decompressed stream)
+    /// and, where the engine counts something while reading, that the counts agree
+    /// with the manifest's `expected` facts.
+    fn check_artifact(&self, artifact: &mut dyn Read, expected: &DatabaseFacts) -> Result<String>;
     /// Checks the restore side before anything is touched: tools, server, database.
     /// Returns the database that will be restored into.
     fn restore_precheck(&mut self, opts: &RestoreOptions, manifest_format: &str) -> Result<String>;

@@ -222,7 +222,7 @@ pub fn restore(
         }
     };
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let (checks, problems) = verify::check_stream(Box::new(file), &art, &*engine);
+    let (checks, problems) = verify::check_stream(Box::new(file), &art, &*engine, &m.database);
     if !problems.is_empty() {
         // At 3 a.m. the next question is where else the backup is.
         let others: Vec<String> = tcfg

@@ -6,7 +6,7 @@
 //! --list` for custom archives). One pass over the bytes does all of it.
 
 use crate::db::LogicalEngine;
-use crate::manifest::{Artifact, Manifest, VerifyReport};
+use crate::manifest::{Artifact, DatabaseFacts, Manifest, VerifyReport};
 use crate::storage::Storage;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -38,11 +38,14 @@ impl<R: Read> Read for CountingRead<R> {
     }
 }
 
-/// Checks one artifact stream; returns (checks passed, problems found).
+/// Checks one artifact stream against the manifest's artifact entry and its database
+/// facts (`expected`: the engine compares what it counts while reading); returns
+/// (checks passed, problems found).
 pub fn check_stream(
     stream: Box<dyn Read + Send>,
     art: &Artifact,
     engine: &dyn LogicalEngine,
+    expected: &DatabaseFacts,
 ) -> (Vec<String>, Vec<String>) {
     let mut checks = Vec::new();
     let mut problems = Vec::new();
@@ -62,7 +65,7 @@ pub fn check_stream(
                 inner: dec,
                 bytes: 0,
             };
-            let r = engine.check_artifact(&mut counted);
+            let r = engine.check_artifact(&mut counted, expected);
             // Drain whatever the check did not read, to finish the gzip stream.
             let mut sink = [0u8; 65536];
             let drained: std::io::Result<()> = loop {
@@ -78,7 +81,7 @@ pub fn check_stream(
                 (_, Err(e)) => Err(format!("gzip stream is damaged: {e}")),
             });
         } else {
-            let r = engine.check_artifact(&mut hashing);
+            let r = engine.check_artifact(&mut hashing, expected);
             gz_result = Some(r.map(|m| (m, 0)).map_err(|e| format!("{e:#}")));
         }
     }
@@ -135,7 +138,7 @@ pub fn verify_backup(
         let key = crate::engine::catalog::artifact_key(&m.target, &m.id, &art.name);
         match storage.open(&key) {
             Ok(stream) => {
-                let (c, p) = check_stream(stream, art, engine);
+                let (c, p) = check_stream(stream, art, engine, &m.database);
                 checks.extend(c);
                 problems.extend(p);
             }

@@ -2,11 +2,11 @@
 //! reader, and a network restore that replays every key with
 //! `RESTORE key ttl payload REPLACE ABSTTL`, pipelined.
 
-use super::rdb::{dump_payload, RdbReader};
-use super::{info, keyspace, one_line, rdb_version_of, scan, sync, Mode, Redis};
+use super::rdb::{dump_payload, RdbReader, Summary};
+use super::{counts, info, keyspace, one_line, rdb_version_of, scan, sync, Mode, Redis};
 use crate::db::{ArtifactSpec, DumpStream, EngineInfo, LogicalEngine, RestoreOptions};
 use crate::error::Fail;
-use crate::manifest::TableFact;
+use crate::manifest::{DatabaseFacts, TableFact};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -112,8 +112,21 @@ impl LogicalEngine for Redis {
         Ok(Box::new(d))
     }
 
-    fn check_artifact(&self, artifact: &mut dyn Read) -> Result<String> {
-        second_opinion(artifact)
+    fn check_artifact(&self, artifact: &mut dyn Read, expected: &DatabaseFacts) -> Result<String> {
+        let (summary, text) = second_opinion(artifact)?;
+        let wrong = counts::differences(&summary, expected);
+        if !wrong.is_empty() {
+            bail!(
+                "{}; key counts differ from the manifest: {}",
+                summary.describe(),
+                wrong.join("; ")
+            );
+        }
+        Ok(if counts::recorded(expected) {
+            format!("{text}; key counts match the manifest")
+        } else {
+            text
+        })
     }
 
     fn restore_precheck(&mut self, opts: &RestoreOptions, _format: &str) -> Result<String> {
@@ -305,10 +318,11 @@ impl Batch {
 
 /// The tool's own reader, and `redis-check-rdb` (when installed) reading the same
 /// bytes at the same time through its stdin: a second, independent parser.
-fn second_opinion(artifact: &mut dyn Read) -> Result<String> {
+fn second_opinion(artifact: &mut dyn Read) -> Result<(Summary, String)> {
     let Ok(bin) = which::which("redis-check-rdb") else {
         let s = RdbReader::new(artifact)?.summarise()?;
-        return Ok(format!("{}; redis-check-rdb not installed", s.describe()));
+        let text = format!("{}; redis-check-rdb not installed", s.describe());
+        return Ok((s, text));
     };
     let mut child = Command::new(&bin)
         .arg("/dev/stdin")
@@ -336,7 +350,8 @@ fn second_opinion(artifact: &mut dyn Read) -> Result<String> {
     let text = reader.join().unwrap_or_default();
     let s = ours?;
     if text.contains("RDB looks OK") {
-        return Ok(format!("{}; redis-check-rdb agrees", s.describe()));
+        let text = format!("{}; redis-check-rdb agrees", s.describe());
+        return Ok((s, text));
     }
     let why = text
         .lines()
@@ -347,10 +362,8 @@ fn second_opinion(artifact: &mut dyn Read) -> Result<String> {
         .to_string();
     // An older checker, or module types it has not loaded, is no verdict on the file.
     if why.contains("Can't handle RDB format version") || s.module_values + s.module_aux > 0 {
-        return Ok(format!(
-            "{}; redis-check-rdb cannot judge it ({why})",
-            s.describe()
-        ));
+        let text = format!("{}; redis-check-rdb cannot judge it ({why})", s.describe());
+        return Ok((s, text));
     }
     bail!("redis-check-rdb rejects it: {why}")
 }

@@ -5,6 +5,7 @@
 //! - `rdb.rs`: a streaming RDB reader (verify, manifest facts, restore payloads).
 //! - `sync.rs`: the snapshot pulled over the replication protocol, as a `DumpStream`.
 //! - `scan.rs`: `mode = "scan"`: SCAN + DUMP + PTTL written as an RDB file.
+//! - `counts.rs`: key counts per database, as the manifest records them and compared.
 //! - `logical.rs`: [`LogicalEngine`]: backup, verify and network restore (`RESTORE`).
 //! - `scratch.rs`: [`ScratchEngine`]: test-restore into a throwaway `redis-server`.
 //! - `tls.rs`: `rediss://`: the TLS files, for both kinds of connection.
@@ -14,6 +15,7 @@
 //! A password never reaches a command line or a log: it is taken out of the URL at
 //! once and sent only inside the `AUTH` command.
 
+mod counts;
 mod logical;
 pub mod rdb;
 mod scan;
