@@ -539,7 +539,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__restore)
-            opts="-y -c -q -h --storage --to-database --table --clean --jobs --yes --dry-run --no-check --temp-dir --json --config --quiet --no-progress --help"
+            opts="-y -c -q -h --storage --to-database --table --clean --to-url --db --match --flush --jobs --yes --dry-run --no-check --temp-dir --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -554,6 +554,18 @@ _backup() {
                     return 0
                     ;;
                 --table)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --match)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -67,10 +67,14 @@ complete -c backup -n "__fish_backup_using_subcommand verify" -s h -l help -d 'P
 complete -c backup -n "__fish_backup_using_subcommand restore" -l storage -d 'Read the backup from this storage (default: local storages first)' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l to-database -d 'Restore into this database (created when missing) instead of the target\'s' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l table -d 'Restore only this table (`name` or `schema.name`; custom format); repeatable' -r
+complete -c backup -n "__fish_backup_using_subcommand restore" -l to-url -d 'Redis: restore into this server instead of the target\'s (`redis://[USER@]HOST:PORT` or `rediss://`; password from REDISCLI_AUTH, or the URL, where ps can see it)' -r
+complete -c backup -n "__fish_backup_using_subcommand restore" -l db -d 'Redis: restore only this logical database (repeatable; default: every one)' -r
+complete -c backup -n "__fish_backup_using_subcommand restore" -l match -d 'Redis: restore only the keys matching this glob (as KEYS/SCAN MATCH); never flushes' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l jobs -d 'Parallel pg_restore jobs into a fresh database (default: the target\'s restore_jobs, else 2)' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l temp-dir -d 'Where to download remote backups before restoring (default: $TMPDIR)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand restore" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
-complete -c backup -n "__fish_backup_using_subcommand restore" -l clean -d 'Drop the objects before recreating them (custom format; plain dumps always do)'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l clean -d 'Drop the objects before recreating them (custom format; plain dumps always do; Redis: the same as --flush)'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l flush -d 'Redis: empty the destination (the databases restored) first; `--clean` is an alias'
 complete -c backup -n "__fish_backup_using_subcommand restore" -s y -l yes -d 'Do not ask for confirmation'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l dry-run -d 'Print the plan and change nothing'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l no-check -d 'Skip comparing restored row counts with the manifest'

@@ -359,6 +359,7 @@ fn damaged_artifact_fails_verify_and_restore_leaves_the_destination_alone() {
 
 #[test]
 fn non_empty_destination_is_refused_unless_clean() {
+    // `--clean` stays an alias of `--flush` for Redis targets.
     // Disk-based replication: the `$<length>` payload form (the others use diskless
     // `$EOF:<mark>`, Redis 7.0's default).
     let src = RedisServer::start_with(&["--repl-diskless-sync", "no"]);
@@ -372,7 +373,7 @@ fn non_empty_destination_is_refused_unless_clean() {
     let (code, _, err) = env.run(&["restore", "cache", &id, "--yes"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("not empty") && err.contains("--clean"),
+        err.contains("not empty") && err.contains("--flush"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -948,4 +949,225 @@ fn verify_compares_key_counts_with_the_manifest() {
             .contains("db0 has 1 keys with an expiry in the RDB, the manifest says 0"),
         "{out}\n{err}"
     );
+}
+
+/// Three databases, two customers' keys, for the partial restores.
+fn load_customers(r: &RedisServer) {
+    let mut c = r.connect();
+    let cmds: Vec<Vec<Vec<u8>>> = vec![
+        vec![b("SET"), b("customer:1:name"), b("ann")],
+        vec![b("HSET"), b("customer:1:cart"), b("sku"), b("2")],
+        vec![b("SET"), b("customer:2:name"), b("bob")],
+        vec![b("SET"), b("config:global"), b("on")],
+        vec![b("SELECT"), b("1")],
+        vec![b("SET"), b("session:9"), b("x"), b("PX"), b("3600000")],
+        vec![b("SELECT"), b("2")],
+        vec![b("RPUSH"), b("customer:1:log"), b("a"), b("b")],
+        vec![b("SET"), b("other"), b("y")],
+    ];
+    c.pipeline(&cmds);
+}
+
+/// Every key of a server: (db, key), sorted.
+fn all_keys(r: &RedisServer) -> Vec<(u32, String)> {
+    let mut c = r.connect();
+    let mut out = vec![];
+    for db in 0..16u32 {
+        c.ok(&[b"SELECT", db.to_string().as_bytes()]);
+        if let Resp::Array(Some(keys)) = c.ok(&[b"KEYS", b"*"]) {
+            for k in keys {
+                out.push((db, String::from_utf8(k.bytes()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn keys(list: &[(u32, &str)]) -> Vec<(u32, String)> {
+    let mut v: Vec<_> = list.iter().map(|(d, k)| (*d, k.to_string())).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn partial_restores_by_db_and_match_into_another_server() {
+    let src = RedisServer::start();
+    load_customers(&src);
+    let env = Env::new();
+    config(&env, &src.url(), "");
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    let before = all_keys(&src);
+
+    // --db, twice, with --to-url: the target's own (non-empty) server is not touched.
+    let dest = RedisServer::start();
+    let (code, out, err) = env.run(&[
+        "restore",
+        "cache",
+        &id,
+        "--to-url",
+        &dest.url(),
+        "--db",
+        "1",
+        "--db",
+        "2",
+        "--yes",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        all_keys(&dest),
+        keys(&[(1, "session:9"), (2, "customer:1:log"), (2, "other")])
+    );
+    assert_eq!(all_keys(&src), before);
+    assert!(err.contains("db1, db2"), "{err}");
+    // The TTL came along.
+    let mut c = dest.connect();
+    c.ok(&[b"SELECT", b"1"]);
+    assert!(c.ok(&[b"PTTL", b"session:9"]).int() > 3_000_000);
+
+    // --match into an empty server: only one customer's keys, from every db.
+    let dest2 = RedisServer::start();
+    let plan = env.ok(&[
+        "restore",
+        "cache",
+        &id,
+        "--to-url",
+        &dest2.url(),
+        "--match",
+        "customer:1:*",
+        "--dry-run",
+    ]);
+    assert!(
+        plan.contains("customer:1:*") && !plan.contains("FLUSH"),
+        "{plan}"
+    );
+    assert!(all_keys(&dest2).is_empty());
+    let (code, out, err) = env.run(&[
+        "restore",
+        "cache",
+        &id,
+        "--to-url",
+        &dest2.url(),
+        "--match",
+        "customer:1:*",
+        "--yes",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        all_keys(&dest2),
+        keys(&[
+            (0, "customer:1:cart"),
+            (0, "customer:1:name"),
+            (2, "customer:1:log")
+        ])
+    );
+    assert!(err.contains("restored 3 key(s)"), "{err}");
+    // --match with --db: both apply.
+    let dest3 = RedisServer::start();
+    env.ok(&[
+        "restore",
+        "cache",
+        &id,
+        "--to-url",
+        &dest3.url(),
+        "--match",
+        "customer:*",
+        "--db",
+        "0",
+        "--yes",
+    ]);
+    assert_eq!(
+        all_keys(&dest3),
+        keys(&[
+            (0, "customer:1:cart"),
+            (0, "customer:1:name"),
+            (0, "customer:2:name")
+        ])
+    );
+    // Matching keys already there: refused (--match never flushes), nothing written.
+    dest3.cmd(&[b"DEL", b"customer:2:name"]);
+    let (code, _, err) = env.run(&[
+        "restore",
+        "cache",
+        &id,
+        "--to-url",
+        &dest3.url(),
+        "--match",
+        "customer:*",
+        "--yes",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("customer:*") && err.contains("never flushes"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(dbsize(&dest3), 2);
+    // --match with --flush: refused before anything.
+    let (code, _, err) = env.run(&[
+        "restore",
+        "cache",
+        &id,
+        "--to-url",
+        &dest3.url(),
+        "--match",
+        "x*",
+        "--flush",
+        "--yes",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--match") && err.contains("--flush"), "{err}");
+    assert_eq!(dbsize(&dest3), 2);
+    // A password in the URL works and never shows.
+    let locked = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let u = locked.url().replace("redis://", "redis://:s3cret-pw@");
+    let (code, out, err) = env.run(&[
+        "restore", "cache", &id, "--to-url", &u, "--db", "1", "--yes",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!format!("{out}{err}").contains("s3cret-pw"), "{out}\n{err}");
+    assert!(err.contains("REDISCLI_AUTH"), "{err}");
+}
+
+#[test]
+fn flush_empties_a_non_empty_destination_and_without_it_nothing_is_written() {
+    let src = RedisServer::start();
+    load_customers(&src);
+    let env = Env::new();
+    config(&env, &src.url(), "");
+    let id = env.ok(&["run", "cache"]).trim().to_string();
+    let dest = RedisServer::start();
+    dest.cmd(&[b"SET", b"stale", b"x"]);
+    config(&env, &dest.url(), "");
+    let (code, _, err) = env.run(&["restore", "cache", &id, "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("db0 (1 keys)") && err.contains("--flush"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(all_keys(&dest), keys(&[(0, "stale")]));
+    // The rule applies to the databases restored: db1 is empty, so --db 1 goes ahead.
+    env.ok(&["restore", "cache", &id, "--db", "1", "--yes"]);
+    assert_eq!(all_keys(&dest), keys(&[(0, "stale"), (1, "session:9")]));
+    // --flush --db 0 empties db0 only.
+    let plan = env.ok(&["restore", "cache", &id, "--flush", "--db", "0", "--dry-run"]);
+    assert!(plan.contains("FLUSHDB db0"), "{plan}");
+    env.ok(&["restore", "cache", &id, "--flush", "--db", "0", "--yes"]);
+    assert_eq!(
+        all_keys(&dest),
+        keys(&[
+            (0, "config:global"),
+            (0, "customer:1:cart"),
+            (0, "customer:1:name"),
+            (0, "customer:2:name"),
+            (1, "session:9")
+        ])
+    );
+    // --flush: FLUSHALL, then everything.
+    dest.cmd(&[b"SET", b"stale", b"x"]);
+    let plan = env.ok(&["restore", "cache", &id, "--flush", "--dry-run"]);
+    assert!(plan.contains("FLUSHALL"), "{plan}");
+    env.ok(&["restore", "cache", &id, "--flush", "--yes"]);
+    assert_eq!(all_keys(&dest), all_keys(&src));
 }

@@ -313,3 +313,23 @@ fn artifacts_restore_with_gunzip_psql_and_pg_restore_alone() {
     );
     assert_eq!(pg.fingerprint("by_hand_custom"), pg.fingerprint("app"));
 }
+
+#[test]
+fn redis_restore_flags_on_a_postgresql_target_are_a_usage_error() {
+    let (pg, env, id) = sample_backup("plain");
+    let before = pg.fingerprint("app");
+    for flags in [
+        &["--db", "1"][..],
+        &["--match", "a*"][..],
+        &["--flush"][..],
+        &["--to-url", "redis://127.0.0.1:1"][..],
+    ] {
+        let mut args = vec!["restore", "pg", &id, "--yes"];
+        args.extend(flags);
+        let (code, _, err) = env.run(&args);
+        assert_eq!(code, 2, "{flags:?}: {err}");
+        assert!(err.contains("for Redis targets"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert_eq!(pg.fingerprint("app"), before);
+}

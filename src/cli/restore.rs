@@ -22,9 +22,23 @@ pub struct RestoreArgs {
     /// Restore only this table (`name` or `schema.name`; custom format); repeatable.
     #[arg(long = "table", value_name = "T")]
     pub tables: Vec<String>,
-    /// Drop the objects before recreating them (custom format; plain dumps always do).
+    /// Drop the objects before recreating them (custom format; plain dumps always do;
+    /// Redis: the same as --flush).
     #[arg(long)]
     pub clean: bool,
+    /// Redis: restore into this server instead of the target's (`redis://[USER@]HOST:PORT`
+    /// or `rediss://`; password from REDISCLI_AUTH, or the URL, where ps can see it).
+    #[arg(long, value_name = "URL")]
+    pub to_url: Option<String>,
+    /// Redis: restore only this logical database (repeatable; default: every one).
+    #[arg(long = "db", value_name = "N")]
+    pub dbs: Vec<u64>,
+    /// Redis: restore only the keys matching this glob (as KEYS/SCAN MATCH); never flushes.
+    #[arg(long = "match", value_name = "GLOB")]
+    pub key_match: Option<String>,
+    /// Redis: empty the destination (the databases restored) first; `--clean` is an alias.
+    #[arg(long)]
+    pub flush: bool,
     /// Parallel pg_restore jobs into a fresh database (default: the target's restore_jobs, else 2).
     #[arg(long)]
     pub jobs: Option<u32>,
@@ -55,12 +69,23 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
             tables: args.tables.clone(),
             clean: args.clean,
             jobs: args.jobs,
+            to_url: args.to_url.clone(),
+            dbs: args.dbs.clone(),
+            key_match: args.key_match.clone(),
+            flush: args.flush,
         },
         yes: args.yes,
         dry_run: args.dry_run,
         check_counts: !args.no_check,
         temp_dir: args.temp_dir.clone(),
     };
+    if let Some(u) = &args.to_url {
+        if url::Url::parse(u).is_ok_and(|u| u.password().is_some()) {
+            ui.warn(
+                "the password in --to-url is visible in the process list; prefer REDISCLI_AUTH",
+            );
+        }
+    }
     let mut engine = registry::open(&t)?;
     if t.cfg.kind == "physical" {
         return Err(crate::error::Fail::Usage(format!(

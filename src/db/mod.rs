@@ -113,7 +113,7 @@ pub trait DumpStream: Read + Send {
     fn kill(self: Box<Self>);
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RestoreOptions {
     /// Restore into this database instead of the one in the target's connection.
     pub to_database: Option<String>,
@@ -123,6 +123,30 @@ pub struct RestoreOptions {
     pub clean: bool,
     /// Parallel restore jobs (None: the engine's configured default).
     pub jobs: Option<u32>,
+    /// Restore into another server than the target's (a URL; any password in it is
+    /// moved out by the engine, and this field is never displayed unredacted).
+    pub to_url: Option<String>,
+    /// Only these numbered databases (Redis logical dbs); empty: all.
+    pub dbs: Vec<u64>,
+    /// Only the keys matching this glob (Redis); never combined with `flush`.
+    pub key_match: Option<String>,
+    /// Empty the destination (the databases restored) first.
+    pub flush: bool,
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("to_database", &self.to_database)
+            .field("tables", &self.tables)
+            .field("clean", &self.clean)
+            .field("jobs", &self.jobs)
+            .field("to_url", &self.to_url.as_deref().map(crate::redact::url))
+            .field("dbs", &self.dbs)
+            .field("key_match", &self.key_match)
+            .field("flush", &self.flush)
+            .finish()
+    }
 }
 
 /// Does a table selector (`name` or `schema.name`) pick this table?
@@ -152,6 +176,11 @@ pub trait LogicalEngine {
     fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()>;
     /// Row counts of the restored tables, for comparison with the manifest.
     fn count_rows(&mut self, opts: &RestoreOptions) -> Result<Vec<TableFact>>;
+    /// Whether the post-restore comparison covers this manifest entry (a partial
+    /// restore compares only what it restored). Default: the `--table` selection.
+    fn compares(&self, opts: &RestoreOptions, t: &TableFact) -> bool {
+        opts.tables.is_empty() || opts.tables.iter().any(|x| table_selected(x, t))
+    }
 }
 
 /// Physical backups with a log archive and point-in-time recovery.

@@ -6,7 +6,7 @@
 //! with ON_ERROR_STOP, so a failed restore leaves the database as it was. Afterwards
 //! the restored tables' row counts are compared with the manifest's.
 
-use crate::db::{table_selected, LogicalEngine, RestoreOptions, Target};
+use crate::db::{LogicalEngine, RestoreOptions, Target};
 use crate::engine::{catalog, verify};
 use crate::error::Fail;
 use crate::manifest::Manifest;
@@ -257,9 +257,7 @@ pub fn restore(
             .database
             .tables
             .iter()
-            .filter(|t| {
-                req.opts.tables.is_empty() || req.opts.tables.iter().any(|x| table_selected(x, t))
-            })
+            .filter(|t| engine.compares(&req.opts, t))
             .collect();
         let mut mismatches = Vec::new();
         for w in &wanted {
@@ -290,10 +288,12 @@ pub fn restore(
             ))
             .into());
         }
-        ui.info(format!(
-            "row counts of {} table(s) match the backup",
-            wanted.len()
-        ));
+        if !wanted.is_empty() {
+            ui.info(format!(
+                "row counts of {} table(s) match the backup",
+                wanted.len()
+            ));
+        }
     }
     out.duration_seconds = started.elapsed().as_secs_f64();
     ui.info(format!(

@@ -32,7 +32,13 @@ pub(super) fn row_counts(scratch: &mut Postgres, database: &str, m: &Manifest) -
     }
     let got = scratch.count_rows(&RestoreOptions {
         to_database: Some(database.to_string()),
-        ..Default::default()
+        tables: vec![],
+        clean: false,
+        jobs: None,
+        to_url: None,
+        dbs: vec![],
+        key_match: None,
+        flush: false,
     });
     let got = match got {
         Ok(g) => g,

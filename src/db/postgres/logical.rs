@@ -448,6 +448,12 @@ impl LogicalEngine for Postgres {
     }
 
     fn restore_precheck(&mut self, opts: &RestoreOptions, manifest_format: &str) -> Result<String> {
+        if opts.to_url.is_some() || !opts.dbs.is_empty() || opts.key_match.is_some() || opts.flush {
+            return Err(Fail::Usage(
+                "--to-url, --db, --match and --flush are for Redis targets; for PostgreSQL use --to-database, --table and --clean".into(),
+            )
+            .into());
+        }
         let psql = self.psql()?;
         if manifest_format == "custom" {
             self.pg_restore = Some(self.tool("pg_restore")?);

@@ -3,6 +3,7 @@
 //! `RESTORE key ttl payload REPLACE ABSTTL`, pipelined.
 
 use super::rdb::{dump_payload, RdbReader, Summary};
+use super::select::{self, Selection};
 use super::{counts, info, keyspace, one_line, rdb_version_of, scan, sync, Mode, Redis};
 use crate::db::{ArtifactSpec, DumpStream, EngineInfo, LogicalEngine, RestoreOptions};
 use crate::error::Fail;
@@ -132,11 +133,18 @@ impl LogicalEngine for Redis {
     fn restore_precheck(&mut self, opts: &RestoreOptions, _format: &str) -> Result<String> {
         if !opts.tables.is_empty() || opts.to_database.is_some() || opts.jobs.is_some() {
             return Err(Fail::Usage(
-                "--table, --to-database and --jobs are PostgreSQL's; a Redis restore replays every database of the backup into the target's server".into(),
+                "--table, --to-database and --jobs are PostgreSQL's; for Redis use --db N, --match GLOB and --to-url".into(),
             )
             .into());
         }
-        let (_con, i) = self.server_info()?;
+        select::check_flags(opts)?;
+        if let Some(u) = &opts.to_url {
+            self.conn = self
+                .conn
+                .retarget(u)
+                .map_err(|e| Fail::Usage(format!("--to-url: {e:#}")))?;
+        }
+        let (mut con, i) = self.server_info()?;
         if i.get("role").map(String::as_str) == Some("slave") {
             return Err(Fail::Usage(format!(
                 "{} is a replica (read-only); restore into its primary",
@@ -144,14 +152,23 @@ impl LogicalEngine for Redis {
             ))
             .into());
         }
-        let used = keyspace(&i);
-        let total: u64 = used.values().map(|k| k.0).sum();
-        if total > 0 && !opts.clean {
-            let dbs: Vec<String> = used.keys().map(|d| format!("db{d}")).collect();
+        let sel = Selection::of(opts);
+        let busy = select::occupied(&mut con, &i, &sel)?;
+        if !busy.is_empty() && sel.pattern.is_some() {
             return Err(Fail::Usage(format!(
-                "{} is not empty ({total} key(s) in {}); restore into an empty server, or pass --clean to FLUSHALL it first",
+                "{} already holds keys matching `{}` ({}); --match never flushes: delete them first (redis-cli --scan --pattern ... | xargs redis-cli UNLINK) or restore elsewhere with --to-url",
                 self.conn.display(),
-                dbs.join(", ")
+                opts.key_match.as_deref().unwrap_or(""),
+                busy.join(", ")
+            ))
+            .into());
+        }
+        if !(busy.is_empty() || opts.flush || opts.clean) {
+            return Err(Fail::Usage(format!(
+                "{} is not empty where the restore writes ({}); restore into an empty server (--to-url), or pass --flush to empty {} first",
+                self.conn.display(),
+                busy.join(", "),
+                if sel.dbs.is_empty() { "it".to_string() } else { sel.describe() }
             ))
             .into());
         }
@@ -161,14 +178,17 @@ impl LogicalEngine for Redis {
 
     fn restore_plan(&self, opts: &RestoreOptions, _format: &str, database: &str) -> String {
         let version = self.server.get("redis_version").map(String::as_str);
+        let sel = Selection::of(opts);
         format!(
-            "{}replay every key with RESTORE ... REPLACE ABSTTL into {database} (Redis {}), {BATCH_KEYS} keys per round trip; keys already expired are skipped",
-            if opts.clean {
-                "FLUSHALL the destination (every key on it is deleted), then "
-            } else {
-                ""
+            "{}replay {} with RESTORE ... REPLACE ABSTTL into {database} (Redis {}), {BATCH_KEYS} keys per round trip; keys already expired are skipped{}",
+            match (opts.flush || opts.clean, sel.dbs.is_empty()) {
+                (false, _) => String::new(),
+                (true, true) => "FLUSHALL the destination (every key on it is deleted), then ".into(),
+                (true, false) => format!("FLUSHDB {} on the destination (every key in them is deleted), then ", sel.describe()),
             },
-            version.unwrap_or("?")
+            if sel.whole() { "every key".to_string() } else { sel.describe() },
+            version.unwrap_or("?"),
+            if sel.whole() { "" } else { "; functions are not restored by a partial restore" }
         )
     }
 
@@ -197,11 +217,23 @@ impl LogicalEngine for Redis {
             .into());
         }
         r.capture_values(true);
+        let sel = Selection::of(opts);
         let mut con = self.conn.connect()?;
-        if opts.clean {
+        if (opts.flush || opts.clean) && sel.dbs.is_empty() {
             redis::cmd("FLUSHALL")
                 .query::<()>(&mut con)
                 .map_err(|e| anyhow!("FLUSHALL failed: {}", one_line(&e)))?;
+        } else if opts.flush || opts.clean {
+            for db in sel.dbs {
+                redis::pipe()
+                    .cmd("SELECT")
+                    .arg(*db)
+                    .ignore()
+                    .cmd("FLUSHDB")
+                    .ignore()
+                    .query::<()>(&mut con)
+                    .map_err(|e| anyhow!("FLUSHDB of db{db} failed: {}", one_line(&e)))?;
+            }
         }
         self.skipped_expired.clear();
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -209,13 +241,9 @@ impl LogicalEngine for Redis {
         let mut restored = 0u64;
         while let Some(e) = r.next_key()? {
             // Functions come before the keys in an RDB; load them as they appear.
-            for code in r.take_functions() {
-                redis::cmd("FUNCTION")
-                    .arg("LOAD")
-                    .arg("REPLACE")
-                    .arg(code)
-                    .query::<()>(&mut con)
-                    .map_err(|e| anyhow!("FUNCTION LOAD failed: {}", one_line(&e)))?;
+            load_functions(&mut con, r.take_functions(), sel.whole())?;
+            if !sel.key(e.db, &e.key) {
+                continue;
             }
             if e.expire_ms.is_some_and(|t| t <= now_ms) {
                 *self.skipped_expired.entry(e.db).or_default() += 1;
@@ -232,18 +260,16 @@ impl LogicalEngine for Redis {
                 batch.send(&mut con)?;
             }
         }
-        for code in r.take_functions() {
-            redis::cmd("FUNCTION")
-                .arg("LOAD")
-                .arg("REPLACE")
-                .arg(code)
-                .query::<()>(&mut con)
-                .map_err(|e| anyhow!("FUNCTION LOAD failed: {}", one_line(&e)))?;
-        }
+        load_functions(&mut con, r.take_functions(), sel.whole())?;
         batch.send(&mut con)?;
         let skipped: u64 = self.skipped_expired.values().sum();
         eprintln!(
-            "restored {restored} key(s) into {}{}",
+            "restored {restored} key(s){} into {}{}",
+            if sel.whole() {
+                String::new()
+            } else {
+                format!(" ({})", sel.describe())
+            },
             self.conn.display(),
             if skipped > 0 {
                 format!("; {skipped} key(s) had already expired and were skipped")
@@ -252,6 +278,13 @@ impl LogicalEngine for Redis {
             }
         );
         Ok(())
+    }
+
+    /// A `--match` restore is judged by the count it reports (the manifest has no
+    /// per-glob counts); a `--db` restore compares those databases only.
+    fn compares(&self, opts: &RestoreOptions, t: &TableFact) -> bool {
+        opts.key_match.is_none()
+            && counts::db_number(&t.schema).is_some_and(|db| Selection::of(opts).db(db))
     }
 
     /// Keys per db now, plus those skipped as expired: what the backup held.
@@ -273,6 +306,20 @@ impl LogicalEngine for Redis {
             })
             .collect())
     }
+}
+
+/// Loads function libraries as they appear (a partial restore leaves them alone: they
+/// are server-wide, not part of a db or a glob).
+fn load_functions(con: &mut redis::Connection, codes: Vec<Vec<u8>>, load: bool) -> Result<()> {
+    for code in codes.into_iter().filter(|_| load) {
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(code)
+            .query::<()>(con)
+            .map_err(|e| anyhow!("FUNCTION LOAD failed: {}", one_line(&e)))?;
+    }
+    Ok(())
 }
 
 /// One pipelined round trip of `SELECT` + `RESTORE`s.

@@ -7,6 +7,7 @@
 //! - `scan.rs`: `mode = "scan"`: SCAN + DUMP + PTTL written as an RDB file.
 //! - `counts.rs`: key counts per database, as the manifest records them and compared.
 //! - `logical.rs`: [`LogicalEngine`]: backup, verify and network restore (`RESTORE`).
+//! - `select.rs`: partial restores (`--db`, `--match` globs) and the empty-destination rule.
 //! - `scratch.rs`: [`ScratchEngine`]: test-restore into a throwaway `redis-server`.
 //! - `tls.rs`: `rediss://`: the TLS files, for both kinds of connection.
 //!
@@ -20,6 +21,7 @@ mod logical;
 pub mod rdb;
 mod scan;
 mod scratch;
+mod select;
 mod sync;
 mod tls;
 
@@ -190,6 +192,19 @@ impl Conn {
         if c.tls {
             c.tls_files = tls::TlsFiles::read(o)?;
         }
+        Ok(c)
+    }
+
+    /// Another server (`restore --to-url`): its password from the URL, else
+    /// `REDISCLI_AUTH`; the TLS files stay the target's.
+    pub fn retarget(&self, url: &str) -> Result<Conn> {
+        let mut c = Conn::parse_url(url)?;
+        if c.password.is_none() {
+            c.password = std::env::var("REDISCLI_AUTH")
+                .ok()
+                .filter(|p| !p.is_empty());
+        }
+        c.tls_files = self.tls_files.clone();
         Ok(c)
     }
 
