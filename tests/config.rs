@@ -180,3 +180,26 @@ fn unknown_engine_key_names_line_and_the_keys_it_could_be() {
         "{err}"
     );
 }
+
+#[test]
+fn must_exist_is_refused_on_a_postgresql_target_and_globally() {
+    let env = Env::new();
+    let base = "[storages.local]\ntype = \"local\"\npath = \"/tmp/x\"\n\n[targets.pg]\nengine = \"postgres\"\nstorages = [\"local\"]\n";
+    let (code, err) = with_config(
+        &env,
+        &format!("{base}\n[targets.pg.test_restore]\nmust_exist = [\"config:global\"]\n"),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_config_error(&err, "targets.pg.test_restore", &env);
+    assert!(
+        err.contains("must_exist") && err.contains("checks_sql"),
+        "{err}"
+    );
+    let (code, err) = with_config(
+        &env,
+        &format!("{base}\n[test_restore]\nmust_exist = [\"config:global\"]\n"),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_config_error(&err, "test_restore", &env);
+    assert!(err.contains("[targets.NAME.test_restore]"), "{err}");
+}

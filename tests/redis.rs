@@ -1171,3 +1171,41 @@ fn flush_empties_a_non_empty_destination_and_without_it_nothing_is_written() {
     env.ok(&["restore", "cache", &id, "--flush", "--yes"]);
     assert_eq!(all_keys(&dest), all_keys(&src));
 }
+
+#[test]
+fn test_restore_checks_must_exist_keys() {
+    let src = RedisServer::start();
+    load_customers(&src);
+    let env = Env::new();
+    let tr = |keys: &str| format!("[targets.cache.test_restore]\nmust_exist = [{keys}]\n");
+    config(&env, &src.url(), &tr("\"config:global\", \"session:9\""));
+    env.ok(&["run", "cache"]);
+    let (code, out, err) = env.run(&["test-restore", "cache", "latest", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let check = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "must_exist")
+        .unwrap_or_else(|| panic!("{out}"))
+        .clone();
+    assert_eq!(check["passed"], true, "{out}");
+
+    config(
+        &env,
+        &src.url(),
+        &tr("\"config:global\", \"config:missing\""),
+    );
+    let (code, out, err) = env.run(&["test-restore", "cache", "latest"]);
+    assert_eq!(code, 6, "{out}\n{err}");
+    assert!(
+        format!("{out}{err}").contains("`config:missing`"),
+        "{out}\n{err}"
+    );
+    // An empty key name is refused when the config is loaded.
+    config(&env, &src.url(), &tr("\"\""));
+    let (code, _, err) = env.run(&["list", "cache"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("must_exist"), "{err}");
+}

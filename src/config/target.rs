@@ -106,6 +106,9 @@ pub struct TestRestoreConfig {
     /// SQL file whose statements must each return `true` or no rows.
     #[serde(default)]
     pub checks_sql: Option<PathBuf>,
+    /// Redis: keys that must exist in the restored data (in any logical database).
+    #[serde(default)]
+    pub must_exist: Option<Vec<String>>,
 }
 
 impl TestRestoreConfig {
@@ -123,6 +126,7 @@ impl TestRestoreConfig {
                 .clone()
                 .or_else(|| base.freshness_max_lag.clone()),
             checks_sql: self.checks_sql.clone().or_else(|| base.checks_sql.clone()),
+            must_exist: self.must_exist.clone().or_else(|| base.must_exist.clone()),
         }
     }
 }
@@ -145,6 +149,9 @@ impl TestRestoreConfig {
                     "freshness: `{f}` must be table.column or schema.table.column"
                 ));
             }
+        }
+        if self.must_exist.iter().flatten().any(String::is_empty) {
+            return Err("must_exist: an empty key name; list the keys, e.g. must_exist = [\"config:global\"]".into());
         }
         Ok(())
     }

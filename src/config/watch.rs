@@ -119,6 +119,12 @@ impl Config {
         let bad = |key: String, msg: String| self.key_error(&key, msg);
         if let Some(tr) = &self.test_restore {
             tr.validate().map_err(|m| bad("test_restore".into(), m))?;
+            if tr.must_exist.is_some() {
+                return Err(bad(
+                    "test_restore".into(),
+                    "must_exist: names keys of one Redis target; move it to [targets.NAME.test_restore]".into(),
+                ));
+            }
         }
         if let Some(m) = &self.metrics {
             if let Some(u) = &m.pushgateway {

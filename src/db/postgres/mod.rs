@@ -96,6 +96,15 @@ impl Options {
         if let Some(u) = &self.url {
             ConnInfo::parse_url(u).map_err(|e| ("url".to_string(), format!("{e:#}")))?;
         }
+        if t.test_restore
+            .as_ref()
+            .is_some_and(|tr| tr.must_exist.is_some())
+        {
+            return Err((
+                "test_restore".into(),
+                "must_exist: is for Redis targets (keys that must exist); for PostgreSQL write the check in checks_sql".into(),
+            ));
+        }
         if let Some(u) = t.test_restore.as_ref().and_then(|tr| tr.url.as_ref()) {
             ConnInfo::parse_url(u)
                 .map_err(|e| ("test_restore".to_string(), format!("url: {e:#}")))?;

@@ -163,6 +163,9 @@ impl ScratchEngine for Redis {
         }];
         if restored.is_ok() {
             checks.extend(counts(&scratch, m));
+            if let Some(keys) = trc.must_exist.as_deref() {
+                checks.push(must_exist(&scratch, m, keys));
+            }
         }
         drop(server);
         Ok(ScratchOutcome {
@@ -247,4 +250,59 @@ fn counts(scratch: &Redis, m: &Manifest) -> Vec<Check> {
             },
         ),
     ]
+}
+
+/// `must_exist`: each key is in some logical database of the restored data.
+fn must_exist(scratch: &Redis, m: &Manifest, keys: &[String]) -> Check {
+    let dbs: Vec<u64> = m
+        .database
+        .tables
+        .iter()
+        .filter_map(|t| super::counts::db_number(&t.schema))
+        .collect();
+    let found = |con: &mut redis::Connection, key: &str| -> Result<bool> {
+        for db in &dbs {
+            let n: u64 = redis::pipe()
+                .cmd("SELECT")
+                .arg(*db)
+                .ignore()
+                .cmd("EXISTS")
+                .arg(key)
+                .query::<(u64,)>(con)
+                .map(|(n,)| n)
+                .map_err(|e| anyhow!("EXISTS failed: {}", super::one_line(&e)))?;
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    let missing: Result<Vec<&String>> = scratch.conn.connect().and_then(|mut con| {
+        let mut out = Vec::new();
+        for k in keys {
+            if !found(&mut con, k)? {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    });
+    match missing {
+        Err(e) => Check::new("must_exist", false, format!("{e:#}")),
+        Ok(m) if m.is_empty() => Check::new(
+            "must_exist",
+            true,
+            format!("{} key(s) present: {}", keys.len(), keys.join(", ")),
+        ),
+        Ok(m) => Check::new(
+            "must_exist",
+            false,
+            format!(
+                "missing from the restored data: {} (keys listed in test_restore.must_exist)",
+                m.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    }
 }
