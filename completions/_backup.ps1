@@ -98,6 +98,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--clean', '--clean', [CompletionResultType]::ParameterName, 'Drop the objects before recreating them (custom format; plain dumps always do; Redis: the same as --flush)')
             [CompletionResult]::new('--flush', '--flush', [CompletionResultType]::ParameterName, 'Redis: empty the destination (the databases restored) first; `--clean` is an alias')
+            [CompletionResult]::new('--by-file', '--by-file', [CompletionResultType]::ParameterName, 'Redis: stop the target''s own server (`stop_command`), put the backup in place of its data file (and AOF), start it (`start_command`); the old file is kept until it answers')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Do not ask for confirmation')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Do not ask for confirmation')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print the plan and change nothing')

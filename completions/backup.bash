@@ -539,7 +539,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__restore)
-            opts="-y -c -q -h --storage --to-database --table --clean --to-url --db --match --flush --jobs --yes --dry-run --no-check --temp-dir --json --config --quiet --no-progress --help"
+            opts="-y -c -q -h --storage --to-database --table --clean --to-url --db --match --flush --by-file --jobs --yes --dry-run --no-check --temp-dir --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

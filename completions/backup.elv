@@ -91,6 +91,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --clean 'Drop the objects before recreating them (custom format; plain dumps always do; Redis: the same as --flush)'
             cand --flush 'Redis: empty the destination (the databases restored) first; `--clean` is an alias'
+            cand --by-file 'Redis: stop the target''s own server (`stop_command`), put the backup in place of its data file (and AOF), start it (`start_command`); the old file is kept until it answers'
             cand -y 'Do not ask for confirmation'
             cand --yes 'Do not ask for confirmation'
             cand --dry-run 'Print the plan and change nothing'

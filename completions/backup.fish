@@ -75,6 +75,7 @@ complete -c backup -n "__fish_backup_using_subcommand restore" -l temp-dir -d 'W
 complete -c backup -n "__fish_backup_using_subcommand restore" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand restore" -l clean -d 'Drop the objects before recreating them (custom format; plain dumps always do; Redis: the same as --flush)'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l flush -d 'Redis: empty the destination (the databases restored) first; `--clean` is an alias'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l by-file -d 'Redis: stop the target\'s own server (`stop_command`), put the backup in place of its data file (and AOF), start it (`start_command`); the old file is kept until it answers'
 complete -c backup -n "__fish_backup_using_subcommand restore" -s y -l yes -d 'Do not ask for confirmation'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l dry-run -d 'Print the plan and change nothing'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l no-check -d 'Skip comparing restored row counts with the manifest'

@@ -469,6 +469,12 @@ fn engine_keys_are_checked_when_the_config_is_loaded() {
         ),
         ("tls_ca_file = \"/x\"", "redis://h:6379", "not rediss://"),
         ("mode = \"fast\"", "redis://h:6379", "targets.cache.mode"),
+        ("stop_command = []", "redis://h:6379", "stop_command"),
+        (
+            "start_command = \"redis-server\"",
+            "redis://h:6379",
+            "start_command",
+        ),
         (
             "[targets.cache.test_restore]\nurl = \"redis://x:1\"",
             "redis://h:6379",

@@ -39,6 +39,10 @@ pub struct RestoreArgs {
     /// Redis: empty the destination (the databases restored) first; `--clean` is an alias.
     #[arg(long)]
     pub flush: bool,
+    /// Redis: stop the target's own server (`stop_command`), put the backup in place of its
+    /// data file (and AOF), start it (`start_command`); the old file is kept until it answers.
+    #[arg(long)]
+    pub by_file: bool,
     /// Parallel pg_restore jobs into a fresh database (default: the target's restore_jobs, else 2).
     #[arg(long)]
     pub jobs: Option<u32>,
@@ -73,6 +77,8 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
             dbs: args.dbs.clone(),
             key_match: args.key_match.clone(),
             flush: args.flush,
+            by_file: args.by_file,
+            backup_id: None,
         },
         yes: args.yes,
         dry_run: args.dry_run,

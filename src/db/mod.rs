@@ -132,6 +132,10 @@ pub struct RestoreOptions {
     pub key_match: Option<String>,
     /// Empty the destination (the databases restored) first.
     pub flush: bool,
+    /// Redis: replace the server's data file (`stop_command`/`start_command`).
+    pub by_file: bool,
+    /// The backup being restored (set by the restore command once it is located).
+    pub backup_id: Option<String>,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -145,6 +149,8 @@ impl std::fmt::Debug for RestoreOptions {
             .field("dbs", &self.dbs)
             .field("key_match", &self.key_match)
             .field("flush", &self.flush)
+            .field("by_file", &self.by_file)
+            .field("backup_id", &self.backup_id)
             .finish()
     }
 }

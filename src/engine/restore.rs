@@ -116,12 +116,13 @@ pub fn confirm(ui: &Ui, question: &str, yes: bool) -> Result<()> {
 pub fn restore(
     t: &Target,
     engine: &mut dyn LogicalEngine,
-    req: RestoreRequest,
+    mut req: RestoreRequest,
     ui: &Ui,
 ) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
     let tcfg = t.cfg;
     let (storage, m) = locate(t, &req.which, req.storage.as_deref())?;
+    req.opts.backup_id = Some(m.id.clone());
     let database = engine
         .restore_precheck(&req.opts, &m.format)
         .context("checking the restore target before touching anything")?;

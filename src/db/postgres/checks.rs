@@ -39,6 +39,7 @@ pub(super) fn row_counts(scratch: &mut Postgres, database: &str, m: &Manifest) -
         dbs: vec![],
         key_match: None,
         flush: false,
+        ..Default::default()
     });
     let got = match got {
         Ok(g) => g,

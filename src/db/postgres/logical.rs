@@ -448,9 +448,14 @@ impl LogicalEngine for Postgres {
     }
 
     fn restore_precheck(&mut self, opts: &RestoreOptions, manifest_format: &str) -> Result<String> {
-        if opts.to_url.is_some() || !opts.dbs.is_empty() || opts.key_match.is_some() || opts.flush {
+        if opts.to_url.is_some()
+            || !opts.dbs.is_empty()
+            || opts.key_match.is_some()
+            || opts.flush
+            || opts.by_file
+        {
             return Err(Fail::Usage(
-                "--to-url, --db, --match and --flush are for Redis targets; for PostgreSQL use --to-database, --table and --clean".into(),
+                "--to-url, --db, --match, --flush and --by-file are for Redis targets; for PostgreSQL use --to-database, --table and --clean".into(),
             )
             .into());
         }

@@ -131,6 +131,7 @@ impl Postgres {
                 dbs: vec![],
                 key_match: None,
                 flush: false,
+                ..Default::default()
             },
             yes: true,
             dry_run: false,

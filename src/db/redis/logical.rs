@@ -131,6 +131,9 @@ impl LogicalEngine for Redis {
     }
 
     fn restore_precheck(&mut self, opts: &RestoreOptions, _format: &str) -> Result<String> {
+        if opts.by_file {
+            return self.by_file_precheck(opts);
+        }
         if !opts.tables.is_empty() || opts.to_database.is_some() || opts.jobs.is_some() {
             return Err(Fail::Usage(
                 "--table, --to-database and --jobs are PostgreSQL's; for Redis use --db N, --match GLOB and --to-url".into(),
@@ -177,6 +180,9 @@ impl LogicalEngine for Redis {
     }
 
     fn restore_plan(&self, opts: &RestoreOptions, _format: &str, database: &str) -> String {
+        if opts.by_file {
+            return self.by_file_plan(opts);
+        }
         let version = self.server.get("redis_version").map(String::as_str);
         let sel = Selection::of(opts);
         format!(
@@ -193,6 +199,9 @@ impl LogicalEngine for Redis {
     }
 
     fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()> {
+        if opts.by_file {
+            return self.by_file_restore(file, gzip, opts);
+        }
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         let input: Box<dyn Read> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(f))

@@ -7,6 +7,7 @@
 //! - `scan.rs`: `mode = "scan"`: SCAN + DUMP + PTTL written as an RDB file.
 //! - `counts.rs`: key counts per database, as the manifest records them and compared.
 //! - `logical.rs`: [`LogicalEngine`]: backup, verify and network restore (`RESTORE`).
+//! - `by_file.rs`: `restore --by-file`: the data file (and AOF) replaced on this host.
 //! - `select.rs`: partial restores (`--db`, `--match` globs) and the empty-destination rule.
 //! - `scratch.rs`: [`ScratchEngine`]: test-restore into a throwaway `redis-server`.
 //! - `tls.rs`: `rediss://`: the TLS files, for both kinds of connection.
@@ -16,6 +17,7 @@
 //! A password never reaches a command line or a log: it is taken out of the URL at
 //! once and sent only inside the `AUTH` command.
 
+mod by_file;
 mod counts;
 mod logical;
 pub mod rdb;
@@ -60,6 +62,16 @@ pub struct Options {
     /// per key, for servers that refuse SYNC (not a point-in-time snapshot).
     #[serde(default)]
     pub mode: Mode,
+    /// `restore --by-file`: how to stop this host's server, as a program and its
+    /// arguments, run without a shell (e.g. `["systemctl", "stop", "redis-server"]`).
+    /// If the server still answers afterwards, the tool sends `SHUTDOWN NOSAVE`.
+    #[serde(default)]
+    pub stop_command: Option<Vec<String>>,
+    /// `restore --by-file`: how to start it again, run without a shell (e.g.
+    /// `["systemctl", "start", "redis-server"]`); it must start the server with its
+    /// usual config file (same `dir`, `dbfilename`, `appendonly`).
+    #[serde(default)]
+    pub start_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -105,6 +117,20 @@ impl Options {
                 return Err((
                     key.into(),
                     "is a TLS setting but the url is not rediss://".into(),
+                ));
+            }
+        }
+        for (key, cmd) in [
+            ("stop_command", &self.stop_command),
+            ("start_command", &self.start_command),
+        ] {
+            if cmd
+                .as_ref()
+                .is_some_and(|c| c.first().map_or(true, |p| p.is_empty()))
+            {
+                return Err((
+                    key.into(),
+                    "is empty; write the program and its arguments, e.g. [\"systemctl\", \"stop\", \"redis-server\"]".into(),
                 ));
             }
         }
@@ -331,6 +357,8 @@ pub struct Redis {
     server: BTreeMap<String, String>,
     /// Keys skipped at restore because they had expired, per db.
     skipped_expired: BTreeMap<u64, u64>,
+    /// `restore --by-file`: the commands, and the server's files once asked.
+    by_file: by_file::ByFile,
 }
 
 impl Redis {
@@ -338,6 +366,7 @@ impl Redis {
         let opts: Options = crate::db::registry::options(t.config, t.name, t.cfg)?;
         let mut r = Redis::with_conn(Conn::from_options(&opts)?)?;
         r.mode = opts.mode;
+        r.by_file = by_file::ByFile::new(t.name, opts.stop_command, opts.start_command);
         Ok(r)
     }
 
@@ -348,6 +377,7 @@ impl Redis {
             mode: Mode::Rdb,
             server: BTreeMap::new(),
             skipped_expired: BTreeMap::new(),
+            by_file: Default::default(),
         })
     }
 }
