@@ -19,13 +19,12 @@
 //! Before 7.0 (no `appenddirname`), the RDB becomes the one `appendfilename` (an AOF
 //! with an RDB preamble).
 
-use super::rdb::RdbReader;
-use super::{info, keyspace, one_line, rdb_version_of, Redis};
+use super::files::{swap, write_rdb, Aof, Expected, Layout};
+use super::{info, keyspace, one_line, Redis};
 use crate::db::RestoreOptions;
 use crate::error::Fail;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -52,47 +51,6 @@ impl ByFile {
             start,
             layout: None,
         }
-    }
-}
-
-struct Layout {
-    dir: PathBuf,
-    dbfilename: String,
-    aof: Option<Aof>,
-    version: String,
-}
-
-enum Aof {
-    /// Redis 7+: `appenddirname` holding a manifest and the files it names.
-    Dir { dirname: String, filename: String },
-    /// Before 7.0: one file.
-    File { filename: String },
-}
-
-impl Layout {
-    fn data(&self) -> PathBuf {
-        self.dir.join(&self.dbfilename)
-    }
-    fn aside(&self, name: &str, id: &str) -> PathBuf {
-        self.dir.join(format!("{name}.backup-{id}.old"))
-    }
-    fn tmp(&self, id: &str) -> PathBuf {
-        self.dir
-            .join(format!(".{}.backup-{id}.tmp", self.dbfilename))
-    }
-    /// (current name, kept-aside name) of every file or folder the restore replaces.
-    fn replaced(&self, id: &str) -> Vec<(PathBuf, PathBuf)> {
-        let mut v = vec![(self.data(), self.aside(&self.dbfilename, id))];
-        match &self.aof {
-            Some(Aof::Dir { dirname, .. }) => {
-                v.push((self.dir.join(dirname), self.aside(dirname, id)))
-            }
-            Some(Aof::File { filename }) => {
-                v.push((self.dir.join(filename), self.aside(filename, id)))
-            }
-            None => {}
-        }
-        v
     }
 }
 
@@ -474,154 +432,4 @@ fn run(cmd: &[String], key: &str) -> Result<()> {
         bail!("{key} `{}` failed ({status})", argv(cmd));
     }
     Ok(())
-}
-
-/// Moves the old files aside and puts the new ones in place; `done` lists what moved.
-fn swap(
-    l: &Layout,
-    tmp: &Path,
-    replaced: &[(PathBuf, PathBuf)],
-    done: &mut Vec<(PathBuf, PathBuf)>,
-) -> Result<()> {
-    for (cur, old) in replaced {
-        if cur.exists() {
-            std::fs::rename(cur, old)
-                .with_context(|| format!("moving {} to {}", cur.display(), old.display()))?;
-            done.push((cur.clone(), old.clone()));
-        }
-    }
-    let data = l.data();
-    let owner = replaced
-        .first()
-        .map(|(_, old)| old.clone())
-        .filter(|o| o.exists())
-        .unwrap_or_else(|| l.dir.clone());
-    own_like(tmp, &owner);
-    std::fs::rename(tmp, &data)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), data.display()))?;
-    match &l.aof {
-        None => {}
-        Some(Aof::File { filename }) => link_or_copy(&data, &l.dir.join(filename))?,
-        Some(Aof::Dir { dirname, filename }) => {
-            let d = l.dir.join(dirname);
-            std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
-            own_like(&d, &l.dir);
-            let base = format!("{filename}.1.base.rdb");
-            link_or_copy(&data, &d.join(&base))?;
-            let manifest = d.join(format!("{filename}.manifest"));
-            let mut f = std::fs::File::create(&manifest)
-                .with_context(|| format!("creating {}", manifest.display()))?;
-            writeln!(f, "file {base} seq 1 type b")?;
-            f.sync_all()?;
-            own_like(&manifest, &data);
-            sync_dir(&d)?;
-        }
-    }
-    sync_dir(&l.dir)
-}
-
-fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
-    if std::fs::hard_link(from, to).is_err() {
-        std::fs::copy(from, to)
-            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-        std::fs::File::open(to)?.sync_all()?;
-    }
-    Ok(())
-}
-
-fn sync_dir(d: &Path) -> Result<()> {
-    std::fs::File::open(d)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", d.display()))
-}
-
-/// The owner and mode of `reference` (a file) or its owner (a folder), as far as
-/// this user may: Redis must be able to read what root wrote.
-fn own_like(path: &Path, reference: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let Ok(m) = std::fs::metadata(reference) else {
-        return;
-    };
-    let _ = std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()));
-    let mode = if m.is_dir() {
-        if path.is_dir() {
-            0o755
-        } else {
-            0o644
-        }
-    } else {
-        m.mode() & 0o777
-    };
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-}
-
-/// What the restored server should hold: keys per db, those already expired when the
-/// file was written, and the expiries due within the hour (they may go while it loads).
-#[derive(Default)]
-struct Expected {
-    keys: BTreeMap<u64, u64>,
-    gone: BTreeMap<u64, u64>,
-    soon: BTreeMap<u64, Vec<i64>>,
-}
-
-/// Decompresses the artifact to `tmp` while reading it with the RDB reader (its
-/// version checked against the server's, its keys and expiries counted); fsynced.
-fn write_rdb(file: &Path, gzip: bool, tmp: &Path, version: &str, who: &str) -> Result<Expected> {
-    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let input: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else {
-        Box::new(f)
-    };
-    let out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    let mut tee = TeeFile {
-        inner: input,
-        out: BufWriter::with_capacity(1 << 20, out),
-    };
-    let mut r = RdbReader::new(&mut tee)?;
-    let dest_rdb = rdb_version_of(version);
-    if r.version > dest_rdb {
-        return Err(usage(format!(
-            "the backup is RDB version {} but {who} runs Redis {version}, which loads RDB {dest_rdb} at most; restore into Redis {} or newer",
-            r.version,
-            if r.version >= 11 { "7.2" } else { "7.0" }
-        )));
-    }
-    let now = chrono::Utc::now().timestamp_millis();
-    let mut e = Expected::default();
-    while let Some(k) = r.next_key()? {
-        *e.keys.entry(k.db).or_default() += 1;
-        match k.expire_ms {
-            Some(t) if t <= now => *e.gone.entry(k.db).or_default() += 1,
-            Some(t) if t <= now + 3_600_000 => e.soon.entry(k.db).or_default().push(t),
-            _ => {}
-        }
-    }
-    drop(r);
-    std::io::copy(&mut tee, &mut std::io::sink())?;
-    let out = tee
-        .out
-        .into_inner()
-        .map_err(|e| anyhow!("writing {}: {}", tmp.display(), e.error()))?;
-    out.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    Ok(e)
-}
-
-/// Reads through, writing every byte to the file.
-struct TeeFile {
-    inner: Box<dyn Read>,
-    out: BufWriter<std::fs::File>,
-}
-
-impl Read for TeeFile {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }

@@ -7,7 +7,8 @@
 //! - `scan.rs`: `mode = "scan"`: SCAN + DUMP + PTTL written as an RDB file.
 //! - `counts.rs`: key counts per database, as the manifest records them and compared.
 //! - `logical.rs`: [`LogicalEngine`]: backup, verify and network restore (`RESTORE`).
-//! - `by_file.rs`: `restore --by-file`: the data file (and AOF) replaced on this host.
+//! - `by_file.rs`: `restore --by-file`: the data file (and AOF) replaced on this host;
+//!   `files.rs`: its files (where they are, the RDB written beside them, the swap).
 //! - `select.rs`: partial restores (`--db`, `--match` globs) and the empty-destination rule.
 //! - `scratch.rs`: [`ScratchEngine`]: test-restore into a throwaway `redis-server`.
 //! - `tls.rs`: `rediss://`: the TLS files, for both kinds of connection.
@@ -19,6 +20,7 @@
 
 mod by_file;
 mod counts;
+mod files;
 mod logical;
 pub mod rdb;
 mod scan;
