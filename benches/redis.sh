@@ -6,7 +6,8 @@
 #   PROFILE=debug KEYS=200000 benches/redis.sh
 #
 # Data: `DEBUG POPULATE $KEYS` plus 4 hashes and 4 sorted sets of 100,000 fields/members
-# each, on a private redis-server (free port, temp dir, no persistence). Prints a
+# each, on a private redis-server (free port, temp dir, no persistence, no diskless-sync
+# delay: redis-cli --rdb would otherwise wait 5 s for more replicas). Prints a
 # Markdown table: wall time (best of RUNS) and peak RSS (GNU time %M) of that run.
 # Needs: redis-server, redis-cli, gzip, /usr/bin/time.
 set -euo pipefail
@@ -28,7 +29,8 @@ start_server() { # name port
   mkdir -p "$work/$1"
   redis-server --port "$2" --bind 127.0.0.1 --daemonize yes --dir "$work/$1" \
     --pidfile "$work/$1/redis.pid" --logfile "$work/$1/redis.log" \
-    --save "" --appendonly no --enable-debug-command yes >/dev/null
+    --save "" --appendonly no --enable-debug-command yes \
+    --repl-diskless-sync-delay 0 >/dev/null
   for _ in $(seq 100); do redis-cli -p "$2" PING >/dev/null 2>&1 && return; sleep 0.1; done
   echo "redis-server $1 did not start" >&2; exit 1
 }
