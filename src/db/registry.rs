@@ -155,4 +155,15 @@ mod tests {
         let e = err(&format!("{BASE}engine = \"postgres\"\nformat = \"tar\"\n"));
         assert!(e.contains("targets.pg.format"), "{e}");
     }
+
+    #[test]
+    fn the_example_configuration_passes_every_engine_check() {
+        let cfg = Config::parse(
+            include_str!("../../examples/backup.toml"),
+            "examples/backup.toml",
+        )
+        .unwrap();
+        check_config(&cfg).unwrap();
+        assert!(cfg.targets.values().any(|t| t.engine == "redis"));
+    }
 }
