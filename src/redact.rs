@@ -1,5 +1,38 @@
 //! Secrets never reach logs, manifests, process lists or errors.
 
+/// The password in `password_file`: its first line (a trailing newline or CRLF is not
+/// part of it). The error names the file, never its content.
+pub fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading password_file {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// A serde message without the offending value: `invalid type: string "s3cr3t",
+/// expected a sequence` becomes `invalid type: a string, expected a sequence`, since a
+/// misplaced value may be a secret.
+pub fn serde_message(msg: &str) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(i) = rest.find("string \"") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 8..];
+        match after.find("\", expected").or_else(|| after.rfind('"')) {
+            Some(end) => {
+                out.push_str("a string");
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Replaces the password of a URL with `***` (works on unparsable input too).
 pub fn url(s: &str) -> String {
     if let Ok(mut u) = url::Url::parse(s) {
@@ -66,6 +99,18 @@ mod tests {
             "https://hooks.slack.com/***"
         );
         assert_eq!(super::secret_url("not a url"), "***");
+    }
+
+    #[test]
+    fn serde_messages_lose_the_value() {
+        assert_eq!(
+            super::serde_message(r#"invalid type: string "p@ss, word", expected a sequence"#),
+            "invalid type: a string, expected a sequence"
+        );
+        assert_eq!(
+            super::serde_message("unknown variant `tar`, expected `plain` or `custom`"),
+            "unknown variant `tar`, expected `plain` or `custom`"
+        );
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let mut path = e.path().to_string();
             let inner = e.into_inner();
-            let msg = inner.message().replace('\n', " ");
+            let msg = crate::redact::serde_message(&inner.message().replace('\n', " "));
             let mut line = inner
                 .span()
                 .map(|s| {

@@ -57,7 +57,7 @@ pub fn options<T: DeserializeOwned>(cfg: &Config, name: &str, t: &TargetConfig) 
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.into_inner().to_string();
-        let msg = msg.lines().next().unwrap_or("").trim().to_string();
+        let msg = crate::redact::serde_message(msg.lines().next().unwrap_or("").trim());
         if let Some(field) = msg
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())

@@ -49,9 +49,7 @@ fn smtp_password(n: &NotifierConfig) -> Result<Option<String>> {
             .map_err(|_| anyhow!("environment variable {v} (password_env) is not set"));
     }
     if let Some(f) = &n.password_file {
-        let t = std::fs::read_to_string(f)
-            .with_context(|| format!("reading password_file {}", f.display()))?;
-        return Ok(Some(t.lines().next().unwrap_or("").to_string()));
+        return crate::redact::read_password_file(f).map(Some);
     }
     Ok(None)
 }

@@ -32,13 +32,6 @@ pub(super) fn row_counts(scratch: &mut Postgres, database: &str, m: &Manifest) -
     }
     let got = scratch.count_rows(&RestoreOptions {
         to_database: Some(database.to_string()),
-        tables: vec![],
-        clean: false,
-        jobs: None,
-        to_url: None,
-        dbs: vec![],
-        key_match: None,
-        flush: false,
         ..Default::default()
     });
     let got = match got {

@@ -35,7 +35,7 @@ use super::{
 use crate::config::TargetConfig;
 use crate::manifest::RunOutcome;
 use crate::ui::Ui;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::process::Command;
@@ -178,9 +178,7 @@ impl ConnInfo {
             None => ConnInfo::default(),
         };
         if let Some(pf) = &cfg.password_file {
-            let text = std::fs::read_to_string(pf)
-                .with_context(|| format!("reading password_file {}", pf.display()))?;
-            c.password = Some(text.lines().next().unwrap_or("").to_string());
+            c.password = Some(crate::redact::read_password_file(pf)?);
         }
         Ok(c)
     }

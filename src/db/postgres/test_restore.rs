@@ -124,13 +124,6 @@ impl Postgres {
             storage: Some(storage.name().to_string()),
             opts: RestoreOptions {
                 to_database: Some(database.clone()),
-                tables: vec![],
-                clean: false,
-                jobs: None,
-                to_url: None,
-                dbs: vec![],
-                key_match: None,
-                flush: false,
                 ..Default::default()
             },
             yes: true,

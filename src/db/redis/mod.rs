@@ -31,7 +31,7 @@ mod tls;
 
 use super::{Engine, LogicalEngine, ScratchEngine, Target};
 use crate::config::TargetConfig;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -209,9 +209,7 @@ impl Conn {
     pub fn from_options(o: &Options) -> Result<Conn> {
         let mut c = Conn::parse_url(o.url.as_deref().unwrap_or("redis://127.0.0.1:6379"))?;
         if let Some(pf) = &o.password_file {
-            let text = std::fs::read_to_string(pf)
-                .with_context(|| format!("reading password_file {}", pf.display()))?;
-            c.password = Some(text.lines().next().unwrap_or("").to_string());
+            c.password = Some(crate::redact::read_password_file(pf)?);
         } else if c.password.is_none() {
             c.password = std::env::var("REDISCLI_AUTH")
                 .ok()
