@@ -23,13 +23,24 @@ pub struct RestoreArgs {
     #[arg(long = "table", value_name = "T")]
     pub tables: Vec<String>,
     /// Drop the objects before recreating them (custom format; plain dumps always do;
-    /// Redis: the same as --flush).
-    #[arg(long)]
+    /// Redis: the same as --flush; MongoDB: mongorestore --drop, also spelt --drop).
+    #[arg(long, visible_alias = "drop")]
     pub clean: bool,
-    /// Redis: restore into this server instead of the target's (`redis://[USER@]HOST:PORT`
-    /// or `rediss://`; password from REDISCLI_AUTH, or the URL, where ps can see it).
-    #[arg(long, value_name = "URL")]
+    /// Redis/MongoDB: restore into this server instead of the target's
+    /// (`redis://[USER@]HOST:PORT`, `rediss://`, `mongodb://...`, also spelt --to-uri;
+    /// password from REDISCLI_AUTH / MONGODB_PASSWORD, or the URL, where ps can see it).
+    #[arg(long, value_name = "URL", visible_alias = "to-uri")]
     pub to_url: Option<String>,
+    /// MongoDB: restore only the namespaces matching this pattern (`db.coll`, `db.*`;
+    /// mongorestore --nsInclude); repeatable.
+    #[arg(long = "ns-include", value_name = "PATTERN")]
+    pub ns_include: Vec<String>,
+    /// MongoDB: rename namespaces matching this pattern (`app.users`, `$db$.$coll$`)...
+    #[arg(long = "ns-from", value_name = "PATTERN", requires = "ns_to")]
+    pub ns_from: Option<String>,
+    /// ...to this one (`app.users_restored`, `copy_$db$.$coll$`).
+    #[arg(long = "ns-to", value_name = "PATTERN", requires = "ns_from")]
+    pub ns_to: Option<String>,
     /// Redis: restore only this logical database (repeatable; default: every one).
     #[arg(long = "db", value_name = "N")]
     pub dbs: Vec<u64>,
@@ -79,6 +90,9 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
             flush: args.flush,
             by_file: args.by_file,
             backup_id: None,
+            ns_include: args.ns_include.clone(),
+            ns_from: args.ns_from.clone(),
+            ns_to: args.ns_to.clone(),
         },
         yes: args.yes,
         dry_run: args.dry_run,
@@ -88,7 +102,7 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
     if let Some(u) = &args.to_url {
         if url::Url::parse(u).is_ok_and(|u| u.password().is_some()) {
             ui.warn(
-                "the password in --to-url is visible in the process list; prefer REDISCLI_AUTH",
+                "the password in --to-url is visible in the process list; prefer REDISCLI_AUTH (Redis) or MONGODB_PASSWORD (MongoDB)",
             );
         }
     }

@@ -85,6 +85,9 @@ pub struct TestRestoreConfig {
     /// Restore into a scratch database on this server instead of a temporary cluster.
     #[serde(default)]
     pub url: Option<String>,
+    /// MongoDB: the server (`mongodb://...`) to restore into a scratch database.
+    #[serde(default)]
+    pub uri: Option<String>,
     /// Folder with initdb/pg_ctl/postgres for the temporary cluster.
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
@@ -116,6 +119,7 @@ impl TestRestoreConfig {
     pub fn over(&self, base: &TestRestoreConfig) -> TestRestoreConfig {
         TestRestoreConfig {
             url: self.url.clone().or_else(|| base.url.clone()),
+            uri: self.uri.clone().or_else(|| base.uri.clone()),
             bin_dir: self.bin_dir.clone().or_else(|| base.bin_dir.clone()),
             os_user: self.os_user.clone().or_else(|| base.os_user.clone()),
             temp_dir: self.temp_dir.clone().or_else(|| base.temp_dir.clone()),

@@ -17,6 +17,7 @@
 //! This module names no database and imports nothing but leaf modules, so the engine
 //! library can use these traits while each `db::<engine>` uses the engine library.
 
+pub mod mongodb;
 pub mod postgres;
 pub mod recovery;
 pub mod redis;
@@ -136,6 +137,12 @@ pub struct RestoreOptions {
     pub by_file: bool,
     /// The backup being restored (set by the restore command once it is located).
     pub backup_id: Option<String>,
+    /// MongoDB: only the namespaces matching these patterns (`db.coll`, `*` wildcards).
+    pub ns_include: Vec<String>,
+    /// MongoDB: rename namespaces matching this pattern (`$var$` variables)...
+    pub ns_from: Option<String>,
+    /// ...to this one.
+    pub ns_to: Option<String>,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -151,6 +158,9 @@ impl std::fmt::Debug for RestoreOptions {
             .field("flush", &self.flush)
             .field("by_file", &self.by_file)
             .field("backup_id", &self.backup_id)
+            .field("ns_include", &self.ns_include)
+            .field("ns_from", &self.ns_from)
+            .field("ns_to", &self.ns_to)
             .finish()
     }
 }
