@@ -539,7 +539,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__restore)
-            opts="-y -c -q -h --storage --to-database --table --clean --to-url --db --match --flush --by-file --jobs --yes --dry-run --no-check --temp-dir --json --config --quiet --no-progress --help"
+            opts="-y -c -q -h --storage --to-database --table --drop --clean --to-uri --to-url --ns-include --ns-from --ns-to --db --match --flush --by-file --jobs --yes --dry-run --no-check --temp-dir --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -558,6 +558,22 @@ _backup() {
                     return 0
                     ;;
                 --to-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to-uri)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ns-include)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ns-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ns-to)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
