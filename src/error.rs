@@ -47,7 +47,15 @@ impl Fail {
 /// The exit code for an error chain: the first typed failure decides, else 1.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     err.chain()
-        .find_map(|e| e.downcast_ref::<Fail>())
+        .find_map(|e| {
+            e.downcast_ref::<Fail>().or_else(|| {
+                // A failure raised inside a reader travels as an io::Error, whose
+                // `source()` skips the error it wraps.
+                e.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<Fail>())
+            })
+        })
         .map(Fail::exit_code)
         .unwrap_or(1)
 }

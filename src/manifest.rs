@@ -104,9 +104,43 @@ pub struct Manifest {
     /// Host that ran the backup.
     #[serde(default)]
     pub host: String,
+    /// Client-side encryption of this storage's copy (None: stored as written).
+    /// Each storage's manifest describes its own copy: recipients differ per storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Sealing>,
+}
+
+/// How a storage's copy of a backup is sealed: the recipients (public keys, never an
+/// identity) and, per artifact, the stored (encrypted) bytes. The artifacts'
+/// own `sha256` stays the plaintext's, so `verify` checks both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sealing {
+    /// `age`.
+    pub method: String,
+    pub recipients: Vec<String>,
+    /// Artifact name -> the encrypted object as stored (`NAME.age`).
+    pub stored: BTreeMap<String, crate::storage::StoredDigest>,
 }
 
 impl Manifest {
+    /// This manifest as written to storage `s`: with the sealing of its copy there.
+    pub fn for_storage(&self, s: &dyn crate::storage::Storage) -> Manifest {
+        let mut m = self.clone();
+        m.encryption = s.sealed_to().map(|recipients| Sealing {
+            method: "age".into(),
+            recipients,
+            stored: self
+                .artifacts
+                .iter()
+                .filter_map(|a| {
+                    let key = format!("{}/{}/{}", self.target, self.id, a.name);
+                    Some((a.name.clone(), s.stored_digest(&key)?))
+                })
+                .collect(),
+        });
+        m
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size_bytes).sum()
     }

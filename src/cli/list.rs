@@ -50,6 +50,9 @@ pub struct Row {
     pub recoverable_until: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_until_segment: Option<String>,
+    /// Encrypted copies: the age recipients this storage's copy is sealed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_to: Option<Vec<String>>,
 }
 
 pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
@@ -131,6 +134,7 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     recoverable_from: window.as_ref().map(|_| m.finished_at),
                     recoverable_until: window.as_ref().and_then(|w| w.until),
                     wal_until_segment: window.map(|w| w.until_file),
+                    sealed_to: m.encryption.as_ref().map(|e| e.recipients.clone()),
                 });
             }
             if args.all && args.tag.is_none() {
@@ -153,6 +157,7 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                         recoverable_from: None,
                         recoverable_until: None,
                         wal_until_segment: None,
+                        sealed_to: None,
                     });
                 }
             }
@@ -191,6 +196,9 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     u.format("%Y-%m-%d %H:%M:%SZ"),
                     r.wal_until_segment.as_deref().unwrap_or("?")
                 );
+            }
+            if let Some(rs) = &r.sealed_to {
+                println!("    encrypted with age to: {}", rs.join(", "));
             }
         }
     }

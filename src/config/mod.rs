@@ -15,7 +15,7 @@ mod target;
 mod watch;
 
 pub use retention::{PeriodRepresentative, Retention};
-pub use storage::{S3Config, StorageConfig};
+pub use storage::{EncryptionConfig, S3Config, StorageConfig};
 pub use target::{TargetConfig, TestRestoreConfig, COMMON_KEYS};
 pub use watch::{MetricsConfig, NotifierConfig, SmtpSecurity};
 
@@ -62,6 +62,7 @@ impl Config {
             StorageConfig::Local {
                 path: PathBuf::from("./backups"),
                 retention: None,
+                encryption: None,
             },
         );
         let mut targets = BTreeMap::new();
@@ -109,6 +110,16 @@ impl Config {
             if let StorageConfig::Local { path, .. } = s {
                 if path.is_relative() && !base.as_os_str().is_empty() {
                     *path = base.join(&*path);
+                }
+            }
+            if let Some(enc) = s.encryption_mut() {
+                for p in [&mut enc.age_recipients_file, &mut enc.age_identity_file]
+                    .into_iter()
+                    .flatten()
+                {
+                    if p.is_relative() && !base.as_os_str().is_empty() {
+                        *p = base.join(&*p);
+                    }
                 }
             }
         }

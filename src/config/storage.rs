@@ -14,6 +14,8 @@ pub enum StorageConfig {
         path: PathBuf,
         #[serde(default)]
         retention: Option<Retention>,
+        #[serde(default)]
+        encryption: Option<EncryptionConfig>,
     },
     S3(Box<S3Config>),
 }
@@ -25,6 +27,38 @@ impl StorageConfig {
             StorageConfig::S3(s3) => s3.retention.as_ref(),
         }
     }
+
+    pub fn encryption(&self) -> Option<&EncryptionConfig> {
+        match self {
+            StorageConfig::Local { encryption, .. } => encryption.as_ref(),
+            StorageConfig::S3(s3) => s3.encryption.as_ref(),
+        }
+    }
+
+    pub(super) fn encryption_mut(&mut self) -> Option<&mut EncryptionConfig> {
+        match self {
+            StorageConfig::Local { encryption, .. } => encryption.as_mut(),
+            StorageConfig::S3(s3) => s3.encryption.as_mut(),
+        }
+    }
+}
+
+/// `[storages.NAME.encryption]`: client-side encryption with age. Everything stored
+/// there except manifests is sealed to these recipients; reading needs an identity.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// X25519 recipients (`age1...`), as printed by `age-keygen -y`.
+    #[serde(default)]
+    pub age_recipients: Vec<String>,
+    /// A file of recipients, one per line (`#` comments allowed), like `age -R`.
+    #[serde(default)]
+    pub age_recipients_file: Option<PathBuf>,
+    /// The identity file (`AGE-SECRET-KEY-1...`) used to read; `BACKUP_AGE_IDENTITY`
+    /// (a file path) overrides it. Only restore, verify, test-restore and wal-fetch
+    /// need it, so backup hosts can hold recipients alone.
+    #[serde(default)]
+    pub age_identity_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -68,12 +102,20 @@ pub struct S3Config {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub retention: Option<Retention>,
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
 }
 
 impl StorageConfig {
     /// Checks the keys; an error names the key (under `storages.NAME.`) and the fix.
     pub(super) fn validate(&self) -> std::result::Result<(), (String, String)> {
         let bad = |key: &str, msg: String| (key.to_string(), msg);
+        if let Some(enc) = self.encryption() {
+            // A storage that should encrypt must never write plaintext: the
+            // recipients are checked before any command stores a byte.
+            crate::storage::seal::recipients(enc)
+                .map_err(|(key, msg)| bad(&format!("encryption.{key}"), msg))?;
+        }
         if let StorageConfig::S3(s3) = self {
             if s3.bucket.trim().is_empty() {
                 return Err(bad("bucket", "must not be empty".into()));

@@ -197,9 +197,9 @@ impl<'s> Upload<'s> {
         meta: &PutMeta,
         ui: &Ui,
     ) -> Result<(Vec<String>, Failures)> {
-        let manifest_bytes = m.to_json()?;
         let manifest_key = catalog::artifact_key(&m.target, &m.id, MANIFEST_FILE);
-        let (stored_on, failed) = self.commit(&manifest_key, &manifest_bytes, meta, ui);
+        let (stored_on, failed) =
+            self.commit(&manifest_key, &|s| m.for_storage(s).to_json(), meta, ui);
         if stored_on.is_empty() {
             bail!(
                 "backup {} {} failed on every storage: {}",
@@ -216,7 +216,7 @@ impl<'s> Upload<'s> {
     pub fn commit(
         self,
         manifest_key: &str,
-        manifest_bytes: &[u8],
+        manifest_bytes: &dyn Fn(&dyn Storage) -> Result<Vec<u8>>,
         meta: &PutMeta,
         ui: &Ui,
     ) -> (Vec<String>, Failures) {
@@ -242,7 +242,8 @@ impl<'s> Upload<'s> {
                         Ok(())
                     }
                 })
-                .and_then(|_| s.put(manifest_key, manifest_bytes, meta).map(|_| ()));
+                .and_then(|_| manifest_bytes(s.as_ref()))
+                .and_then(|bytes| s.put(manifest_key, &bytes, meta).map(|_| ()));
             match res {
                 Ok(()) => {
                     ui.info(format!(
@@ -521,6 +522,7 @@ pub fn run(
         wal: None,
         depends_on: vec![],
         host: hostname(),
+        encryption: None,
     };
     let (stored_on, failed) = interrupted.committing(|| upload.commit_manifest(&m, &meta, ui))?;
     Ok(RunOutcome {

@@ -223,7 +223,10 @@ pub fn restore(
         }
     };
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let (checks, problems) = verify::check_stream(Box::new(file), &art, &*engine, &m.database);
+    let (checks, mut problems) = verify::check_stream(Box::new(file), &art, &*engine, &m.database);
+    if let Some(Err(p)) = verify::check_sealed(storage.as_ref(), &m, &art.name) {
+        problems.push(p);
+    }
     if !problems.is_empty() {
         // At 3 a.m. the next question is where else the backup is.
         let others: Vec<String> = tcfg

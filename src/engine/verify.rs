@@ -127,6 +127,39 @@ pub fn check_stream(
     (checks, problems)
 }
 
+/// For an encrypted copy, read to the end through `storage`: do the stored (encrypted)
+/// bytes match what this storage's manifest recorded? None when not encrypted.
+pub fn check_sealed(
+    storage: &dyn Storage,
+    m: &Manifest,
+    artifact: &str,
+) -> Option<std::result::Result<String, String>> {
+    let sealing = m.encryption.as_ref()?;
+    let key = crate::engine::catalog::artifact_key(&m.target, &m.id, artifact);
+    let Some(want) = sealing.stored.get(artifact) else {
+        return Some(Err(format!(
+            "{artifact}: the manifest on `{}` records no encrypted copy of it",
+            storage.name()
+        )));
+    };
+    Some(match storage.stored_digest(&key) {
+        Some(got) if &got == want => Ok(format!(
+            "{artifact}: encrypted copy ({} bytes, sealed to {} recipient{}) matches its SHA-256",
+            got.size_bytes,
+            sealing.recipients.len(),
+            if sealing.recipients.len() == 1 { "" } else { "s" }
+        )),
+        Some(got) => Err(format!(
+            "{artifact}: the encrypted copy is {} bytes with SHA-256 {}, the manifest says {} bytes with {}",
+            got.size_bytes, got.sha256, want.size_bytes, want.sha256
+        )),
+        None => Err(format!(
+            "{artifact}: `{}` does not hold it encrypted although its manifest says so",
+            storage.name()
+        )),
+    })
+}
+
 pub fn verify_backup(
     storage: &dyn Storage,
     m: &Manifest,
@@ -141,6 +174,11 @@ pub fn verify_backup(
                 let (c, p) = check_stream(stream, art, engine, &m.database);
                 checks.extend(c);
                 problems.extend(p);
+                match check_sealed(storage, m, &art.name) {
+                    Some(Ok(c)) => checks.push(c),
+                    Some(Err(p)) => problems.push(p),
+                    None => {}
+                }
             }
             Err(e) => problems.push(format!("{}: {e:#}", art.name)),
         }

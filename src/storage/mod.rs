@@ -6,6 +6,7 @@ pub mod local;
 #[cfg(test)]
 pub mod memory;
 pub mod s3;
+pub mod seal;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -28,6 +29,14 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub modified: Option<DateTime<Utc>>,
+}
+
+/// Size and SHA-256 of the bytes a storage really holds for an object (the encrypted
+/// bytes on a sealed storage).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredDigest {
+    pub size_bytes: u64,
+    pub sha256: String,
 }
 
 /// What is attached to a stored object (S3 tags and metadata; ignored locally).
@@ -98,6 +107,16 @@ pub trait Storage: Send + Sync {
     fn free_space(&self) -> Option<u64> {
         None
     }
+    /// The age recipients objects are sealed to (None: stored as they are).
+    fn sealed_to(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// The stored bytes of an object this process wrote or read to the end, when
+    /// they differ from what the caller wrote or read (sealed storages).
+    fn stored_digest(&self, key: &str) -> Option<StoredDigest> {
+        let _ = key;
+        None
+    }
 }
 
 /// Reads a whole (small) object.
@@ -116,10 +135,15 @@ pub fn is_not_found(e: &anyhow::Error) -> bool {
 pub fn open(cfg: &crate::config::Config, name: &str) -> Result<Box<dyn Storage>> {
     use crate::config::StorageConfig;
     use anyhow::Context;
-    Ok(match cfg.storage(name)? {
+    let sc = cfg.storage(name)?;
+    let backend: Box<dyn Storage> = match sc {
         StorageConfig::Local { path, .. } => Box::new(local::LocalStorage::new(name, path)),
         StorageConfig::S3(c) => Box::new(
             s3::S3Storage::new(name, c).with_context(|| format!("opening S3 storage `{name}`"))?,
         ),
+    };
+    Ok(match sc.encryption() {
+        Some(enc) => Box::new(seal::Sealed::new(backend, enc)?),
+        None => backend,
     })
 }

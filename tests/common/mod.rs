@@ -746,3 +746,27 @@ impl Env {
         c
     }
 }
+
+/// `age-keygen -o DIR/NAME.txt` (the real age CLI, Debian package `age`); returns the
+/// identity file and its recipient.
+pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(format!("{name}.txt"));
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen (Debian package `age`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (key, recipient)
+}

@@ -410,6 +410,7 @@ pub(super) fn run(opts: &Options, t: &Target, tag: Option<&str>, ui: &Ui) -> Res
         wal: Some(range),
         depends_on: vec![],
         host: hostname(),
+        encryption: None,
     };
     let (stored_on, failed) = interrupted.committing(|| upload.commit_manifest(&m, &meta, ui))?;
     if let Some(w) = &m.wal {
