@@ -5,15 +5,15 @@
 //! implements [`Engine`] (and the capability traits it has), then one arm in
 //! [`ENGINES`], [`check_target`] and [`open`] here. Nothing else names engines.
 
-use super::{postgres, redis, Engine, LogArchive, Target};
+use super::{clickhouse, postgres, redis, Engine, LogArchive, Target};
 use crate::config::{Config, TargetConfig, COMMON_KEYS};
 use anyhow::Result;
 use serde::de::DeserializeOwned;
 
 /// Engines this build can back up.
-pub const ENGINES: &[&str] = &["postgres", "redis"];
+pub const ENGINES: &[&str] = &["postgres", "redis", "clickhouse"];
 /// Engines the project plans; named in the error so nobody hunts for a typo.
-const PLANNED: &[&str] = &["mongodb", "clickhouse"];
+const PLANNED: &[&str] = &["mongodb"];
 
 /// Checks every target's engine, kind and engine keys; errors name the file, the
 /// line and the key. Called once, right after the configuration is parsed.
@@ -33,6 +33,11 @@ fn check_target(cfg: &Config, name: &str, t: &TargetConfig) -> Result<()> {
         }
         "redis" => {
             let o: redis::Options = options(cfg, name, t)?;
+            o.validate(t)
+                .map_err(|(key, msg)| cfg.key_error(&format!("targets.{name}.{key}"), msg))
+        }
+        "clickhouse" => {
+            let o: clickhouse::Options = options(cfg, name, t)?;
             o.validate(t)
                 .map_err(|(key, msg)| cfg.key_error(&format!("targets.{name}.{key}"), msg))
         }
@@ -91,6 +96,7 @@ pub fn open(t: &Target) -> Result<Box<dyn Engine>> {
     match t.cfg.engine.as_str() {
         "postgres" => Ok(Box::new(postgres::Postgres::new(t)?)),
         "redis" => Ok(Box::new(redis::Redis::new(t)?)),
+        "clickhouse" => Ok(Box::new(clickhouse::ClickHouse::new(t)?)),
         other => Err(crate::error::Fail::Config(format!(
             "engine `{other}` of target `{}` is not supported by this version",
             t.name
@@ -145,7 +151,7 @@ mod tests {
         );
         let e = err(&format!("{BASE}engine = \"oracle\"\n"));
         assert!(
-            e.contains("is not an engine; use one of postgres, redis"),
+            e.contains("is not an engine; use one of postgres, redis, clickhouse"),
             "{e}"
         );
     }
