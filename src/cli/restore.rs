@@ -114,7 +114,10 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
         ))
         .into());
     }
-    let out = restore::restore(&t, engine.logical(), req, ui)?;
+    let out = match engine.stream_set() {
+        Some(set) => crate::engine::stream_set::restore(&t, set, req, ui)?,
+        None => restore::restore(&t, engine.logical(), req, ui)?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if out.dry_run {

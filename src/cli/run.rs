@@ -21,10 +21,15 @@ pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
     let started = std::time::Instant::now();
     let t = Target::resolve(cfg, &args.target)?;
     let tag = args.tag.as_deref();
-    let res = registry::open(&t).and_then(|mut engine| match engine.physical() {
-        // A physical target's `run` is its physical backup; every other one is logical.
-        Some(physical) if t.cfg.kind == "physical" => physical.backup(&t, tag, ui),
-        _ => backup::run(&t, engine.logical(), tag, ui),
+    let res = registry::open(&t).and_then(|mut engine| {
+        if let Some(physical) = engine.physical().filter(|_| t.cfg.kind == "physical") {
+            // A physical target's `run` is its physical backup; every other one is logical.
+            return physical.backup(&t, tag, ui);
+        }
+        if let Some(set) = engine.stream_set() {
+            return crate::engine::stream_set::run(&t, set, tag, ui);
+        }
+        backup::run(&t, engine.logical(), tag, ui)
     });
     crate::watch::after_backup(cfg, &args.target, &res, started.elapsed().as_secs_f64(), ui);
     let out = res?;

@@ -11,6 +11,8 @@
 //! - [`LogArchive`], engines with a log archive: how far each backup can be recovered
 //!   (`list`), whether the archive is whole (`verify`), what retention may drop (`prune`).
 //! - [`ScratchEngine`], engines that can start a throwaway instance: `test-restore`.
+//! - [`StreamSetEngine`], engines whose logical backup is a set of named streams (one
+//!   per table), so that a partial restore reads only the streams it needs.
 //!
 //! A command asks the registry for the capability it needs; a target whose engine
 //! lacks it gets one line and exit 2 ([`lacks`]), never a panic or a database error.
@@ -18,6 +20,7 @@
 //! library can use these traits while each `db::<engine>` uses the engine library.
 
 pub mod mongodb;
+pub mod clickhouse;
 pub mod postgres;
 pub mod recovery;
 pub mod redis;
@@ -32,7 +35,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use recovery::{FetchOutcome, Goal, PitrOutcome, PitrRequest, PushOutcome};
@@ -183,6 +186,17 @@ pub trait LogicalEngine {
     /// and, where the engine counts something while reading, that the counts agree
     /// with the manifest's `expected` facts.
     fn check_artifact(&self, artifact: &mut dyn Read, expected: &DatabaseFacts) -> Result<String>;
+    /// The same for one named artifact of a backup with several (a [`StreamSetEngine`]
+    /// checks each by its name). Default: [`LogicalEngine::check_artifact`].
+    fn check_named(
+        &self,
+        name: &str,
+        artifact: &mut dyn Read,
+        expected: &DatabaseFacts,
+    ) -> Result<String> {
+        let _ = name;
+        self.check_artifact(artifact, expected)
+    }
     /// Checks the restore side before anything is touched: tools, server, database.
     /// Returns the database that will be restored into.
     fn restore_precheck(&mut self, opts: &RestoreOptions, manifest_format: &str) -> Result<String>;
@@ -319,9 +333,40 @@ pub trait ScratchEngine {
     ) -> Result<ScratchOutcome>;
 }
 
+/// Engines whose logical backup is a set of named streams (one per table, one per
+/// table's DDL...) stored as separate artifacts of one backup. The engine library
+/// runs each stream through the same pipeline as a single dump, writes the manifest
+/// after the last, and restores from the verified files a selection needs.
+/// `LogicalEngine::precheck`, `restore_precheck`, `restore_plan`, `count_rows` and
+/// `check_named` serve these engines too; `start_dump`/`restore` are not used.
+pub trait StreamSetEngine: LogicalEngine {
+    /// This engine as its `LogicalEngine` (for the library's shared verify and counts).
+    fn as_logical(&mut self) -> &mut dyn LogicalEngine;
+    /// After `precheck`: the streams of this backup, in the order to take them.
+    fn streams(&mut self) -> Result<Vec<ArtifactSpec>>;
+    /// Opens one stream; its `finish` reports what it counted (tables, rows).
+    fn open_stream(&mut self, name: &str) -> Result<Box<dyn DumpStream>>;
+    /// The manifest's facts, from every stream's facts (in `streams` order).
+    fn facts(&mut self, per_stream: Vec<DatabaseFacts>) -> Result<DatabaseFacts>;
+    /// Of the manifest's artifacts, the names a restore with `opts` reads; an error
+    /// (e.g. a `--table` the backup lacks) is a usage error.
+    fn needed(&self, m: &Manifest, opts: &RestoreOptions) -> Result<Vec<String>>;
+    /// Restores from verified local files (artifact name, path), as `needed` chose.
+    fn restore_set(
+        &mut self,
+        m: &Manifest,
+        files: &[(String, PathBuf)],
+        opts: &RestoreOptions,
+    ) -> Result<()>;
+}
+
 /// What the registry hands out for a target: the capabilities its engine has.
 pub trait Engine {
     fn logical(&mut self) -> &mut dyn LogicalEngine;
+    /// Engines whose logical backup is a set of streams (the library then uses this).
+    fn stream_set(&mut self) -> Option<&mut dyn StreamSetEngine> {
+        None
+    }
     fn physical(&mut self) -> Option<&mut dyn PhysicalEngine> {
         None
     }

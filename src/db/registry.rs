@@ -5,15 +5,15 @@
 //! implements [`Engine`] (and the capability traits it has), then one arm in
 //! [`ENGINES`], [`check_target`] and [`open`] here. Nothing else names engines.
 
-use super::{mongodb, postgres, redis, Engine, LogArchive, Target};
+use super::{clickhouse, mongodb, postgres, redis, Engine, LogArchive, Target};
 use crate::config::{Config, TargetConfig, COMMON_KEYS};
 use anyhow::Result;
 use serde::de::DeserializeOwned;
 
 /// Engines this build can back up.
-pub const ENGINES: &[&str] = &["postgres", "redis", "mongodb"];
+pub const ENGINES: &[&str] = &["postgres", "redis", "clickhouse", "mongodb"];
 /// Engines the project plans; named in the error so nobody hunts for a typo.
-const PLANNED: &[&str] = &["clickhouse"];
+const PLANNED: &[&str] = &[];
 
 /// Checks every target's engine, kind and engine keys; errors name the file, the
 /// line and the key. Called once, right after the configuration is parsed.
@@ -38,6 +38,11 @@ fn check_target(cfg: &Config, name: &str, t: &TargetConfig) -> Result<()> {
         }
         "mongodb" => {
             let o: mongodb::Options = options(cfg, name, t)?;
+            o.validate(t)
+                .map_err(|(key, msg)| cfg.key_error(&format!("targets.{name}.{key}"), msg))
+        }
+        "clickhouse" => {
+            let o: clickhouse::Options = options(cfg, name, t)?;
             o.validate(t)
                 .map_err(|(key, msg)| cfg.key_error(&format!("targets.{name}.{key}"), msg))
         }
@@ -97,6 +102,7 @@ pub fn open(t: &Target) -> Result<Box<dyn Engine>> {
         "postgres" => Ok(Box::new(postgres::Postgres::new(t)?)),
         "redis" => Ok(Box::new(redis::Redis::new(t)?)),
         "mongodb" => Ok(Box::new(mongodb::Mongo::new(t)?)),
+        "clickhouse" => Ok(Box::new(clickhouse::ClickHouse::new(t)?)),
         other => Err(crate::error::Fail::Config(format!(
             "engine `{other}` of target `{}` is not supported by this version",
             t.name
@@ -143,15 +149,10 @@ mod tests {
     }
 
     #[test]
-    fn engines_planned_and_unknown() {
-        let e = err(&format!("{BASE}engine = \"clickhouse\"\n"));
-        assert!(
-            e.contains("targets.pg.engine") && e.contains("not supported by this version yet"),
-            "{e}"
-        );
+    fn unknown_engines_are_named_with_the_choices() {
         let e = err(&format!("{BASE}engine = \"oracle\"\n"));
         assert!(
-            e.contains("is not an engine; use one of postgres, redis, mongodb"),
+            e.contains("is not an engine; use one of postgres, redis, clickhouse, mongodb"),
             "{e}"
         );
     }

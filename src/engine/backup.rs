@@ -220,6 +220,20 @@ impl<'s> Upload<'s> {
         meta: &PutMeta,
         ui: &Ui,
     ) -> (Vec<String>, Failures) {
+        self.complete(Some((manifest_key, manifest_bytes, meta)), ui)
+    }
+
+    /// Completes the artifact on each live storage without a manifest (one of several
+    /// artifacts of a backup). Returns (stored on, failed).
+    pub fn finish_artifact(self, ui: &Ui) -> (Vec<String>, Failures) {
+        self.complete(None, ui)
+    }
+
+    fn complete(
+        self,
+        manifest: Option<(&str, &dyn Fn(&dyn Storage) -> Result<Vec<u8>>, &PutMeta)>,
+        ui: &Ui,
+    ) -> (Vec<String>, Failures) {
         let stored_bytes = self.fan.bytes;
         let mut failed = self.fan.failed;
         let mut stored_on = Vec::new();
@@ -242,20 +256,27 @@ impl<'s> Upload<'s> {
                         Ok(())
                     }
                 })
-                .and_then(|_| manifest_bytes(s.as_ref()))
-                .and_then(|bytes| s.put(manifest_key, &bytes, meta).map(|_| ()));
+                .and_then(|_| match manifest {
+                    Some((key, bytes, meta)) => bytes(s.as_ref())
+                        .and_then(|bytes| s.put(key, &bytes, meta).map(|_| ())),
+                    None => Ok(()),
+                });
             match res {
                 Ok(()) => {
-                    ui.info(format!(
-                        "stored {} on `{name}` ({})",
-                        crate::duration::bytes(stored_bytes),
-                        s.location()
-                    ));
+                    if manifest.is_some() {
+                        ui.info(format!(
+                            "stored {} on `{name}` ({})",
+                            crate::duration::bytes(stored_bytes),
+                            s.location()
+                        ));
+                    }
                     stored_on.push(name);
                 }
                 Err(e) => {
                     // No manifest there: remove the artifact so nothing half-made lingers.
-                    let _ = s.delete(&[self.key.clone(), manifest_key.to_string()]);
+                    let mut keys = vec![self.key.clone()];
+                    keys.extend(manifest.map(|m| m.0.to_string()));
+                    let _ = s.delete(&keys);
                     failed.push((name, format!("{e:#}")));
                 }
             }

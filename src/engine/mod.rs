@@ -9,5 +9,6 @@ pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod status;
+pub mod stream_set;
 pub mod test_restore;
 pub mod verify;

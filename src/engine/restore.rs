@@ -120,7 +120,6 @@ pub fn restore(
     ui: &Ui,
 ) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
-    let tcfg = t.cfg;
     let (storage, m) = locate(t, &req.which, req.storage.as_deref())?;
     req.opts.backup_id = Some(m.id.clone());
     let database = engine
@@ -132,7 +131,42 @@ pub fn restore(
         .first()
         .ok_or_else(|| Fail::Verify(format!("backup {} lists no artifact", m.id)))?
         .clone();
-    let mut plan = vec![
+    let mut plan = plan_head(&m, storage.as_ref());
+    plan.push(format!(
+        "verify {} (size, SHA-256, whole stream) before touching the database",
+        art.name
+    ));
+    plan.push(engine.restore_plan(&req.opts, &m.format, &database));
+    if req.check_counts {
+        plan.push("then compare restored row counts with the manifest".into());
+    }
+    let (mut out, go) = present_plan(&m, storage.as_ref(), &database, plan, &req, ui)?;
+    if !go {
+        return Ok(out);
+    }
+
+    // Verify (and, for remote storages, download) before touching the database.
+    let tmp = temp_dir(req.temp_dir.as_deref())?;
+    let path = fetch_verified(t, storage.as_ref(), &m, &art, tmp.path(), &*engine, ui)?;
+
+    ui.info(format!("restoring {} into `{database}`", m.id));
+    engine.restore(&path, art.compression == "gzip", &req.opts)?;
+
+    if req.check_counts {
+        out.tables_checked = compare_counts(engine, &req.opts, &m, &database, ui)?;
+    }
+    out.duration_seconds = started.elapsed().as_secs_f64();
+    ui.info(format!(
+        "restored {} into `{database}` in {}",
+        m.id,
+        crate::duration::human(started.elapsed())
+    ));
+    Ok(out)
+}
+
+/// The first lines of a restore plan: which backup, from where.
+pub fn plan_head(m: &Manifest, storage: &dyn Storage) -> Vec<String> {
+    vec![
         format!(
             "backup {} of target {} ({}, {} {}, {}, taken {}{})",
             m.id,
@@ -148,52 +182,36 @@ pub fn restore(
                 .unwrap_or_default()
         ),
         format!("from storage `{}` ({})", storage.name(), storage.location()),
-        format!(
-            "verify {} (size, SHA-256, whole stream) before touching the database",
-            art.name
-        ),
-    ];
-    plan.push(engine.restore_plan(&req.opts, &m.format, &database));
-    if req.check_counts {
-        plan.push("then compare restored row counts with the manifest".into());
-    }
-    let mut out = RestoreOutcome {
-        target: m.target.clone(),
-        id: m.id.clone(),
-        storage: storage.name().to_string(),
-        database: database.clone(),
-        dry_run: req.dry_run,
-        plan: plan.clone(),
-        tables_checked: 0,
-        duration_seconds: 0.0,
-    };
-    for p in &plan {
-        ui.info(format!("plan: {p}"));
-    }
-    if req.dry_run {
-        ui.info("dry run: nothing was changed");
-        return Ok(out);
-    }
-    confirm(
-        ui,
-        &format!("restore backup {} into database `{database}`", m.id),
-        req.yes,
-    )?;
+    ]
+}
 
-    // Verify (and, for remote storages, download) before touching the database.
+/// A temporary folder for downloads, in `dir` when given.
+pub fn temp_dir(dir: Option<&std::path::Path>) -> Result<tempfile::TempDir> {
+    let b = tempfile::Builder::new().prefix("backup-restore-").clone();
+    Ok(match dir {
+        Some(d) => b.tempdir_in(d)?,
+        None => b.tempdir()?,
+    })
+}
+
+/// Downloads an artifact (remote storages) into `tmp` and verifies it in full (size,
+/// SHA-256, whole stream, the engine's reader); a failure is exit 3 and names where
+/// else the backup may be intact. Returns the local path.
+pub fn fetch_verified(
+    t: &Target,
+    storage: &dyn Storage,
+    m: &Manifest,
+    art: &crate::manifest::Artifact,
+    tmp: &std::path::Path,
+    engine: &dyn LogicalEngine,
+    ui: &Ui,
+) -> Result<PathBuf> {
+    use std::io::Read;
     let key = catalog::artifact_key(&m.target, &m.id, &art.name);
-    let tmp = match &req.temp_dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("backup-restore-")
-            .tempdir_in(d)?,
-        None => tempfile::Builder::new()
-            .prefix("backup-restore-")
-            .tempdir()?,
-    };
     let path = match storage.local_path(&key) {
         Some(p) => p,
         None => {
-            let dest = tmp.path().join(&art.name);
+            let dest = tmp.join(&art.name);
             ui.info(format!(
                 "downloading {} from `{}`",
                 art.name,
@@ -223,13 +241,14 @@ pub fn restore(
         }
     };
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let (checks, mut problems) = verify::check_stream(Box::new(file), &art, &*engine, &m.database);
-    if let Some(Err(p)) = verify::check_sealed(storage.as_ref(), &m, &art.name) {
+    let (checks, mut problems) = verify::check_stream(Box::new(file), art, engine, &m.database);
+    if let Some(Err(p)) = verify::check_sealed(storage, m, &art.name) {
         problems.push(p);
     }
     if !problems.is_empty() {
         // At 3 a.m. the next question is where else the backup is.
-        let others: Vec<String> = tcfg
+        let others: Vec<String> = t
+            .cfg
             .storages
             .iter()
             .filter(|s| s.as_str() != storage.name())
@@ -251,61 +270,96 @@ pub fn restore(
     for c in &checks {
         ui.info(format!("verified: {c}"));
     }
-
-    ui.info(format!("restoring {} into `{database}`", m.id));
-    engine.restore(&path, art.compression == "gzip", &req.opts)?;
-
-    if req.check_counts && m.database.tables.iter().any(|t| t.rows.is_some()) {
-        let got = engine.count_rows(&req.opts)?;
-        let wanted: Vec<_> = m
-            .database
-            .tables
-            .iter()
-            .filter(|t| engine.compares(&req.opts, t))
-            .collect();
-        let mut mismatches = Vec::new();
-        for w in &wanted {
-            let Some(rows) = w.rows else { continue };
-            match got
-                .iter()
-                .find(|g| g.schema == w.schema && g.name == w.name)
-            {
-                Some(g) if g.rows == Some(rows) => {}
-                Some(g) => mismatches.push(format!(
-                    "{}.{} has {} rows, the backup had {rows}",
-                    w.schema,
-                    w.name,
-                    g.rows.map(|r| r.to_string()).unwrap_or("?".into())
-                )),
-                None => mismatches.push(format!(
-                    "{}.{} is missing after the restore",
-                    w.schema, w.name
-                )),
-            }
-        }
-        out.tables_checked = wanted.len();
-        if !mismatches.is_empty() {
-            return Err(Fail::Verify(format!(
-                "restored {} into `{database}` but row counts differ from the backup: {}",
-                m.id,
-                mismatches.join("; ")
-            ))
-            .into());
-        }
-        if !wanted.is_empty() {
-            ui.info(format!(
-                "row counts of {} table(s) match the backup",
-                wanted.len()
-            ));
-        }
-    }
-    out.duration_seconds = started.elapsed().as_secs_f64();
-    ui.info(format!(
-        "restored {} into `{database}` in {}",
-        m.id,
-        crate::duration::human(started.elapsed())
-    ));
-    Ok(out)
+    Ok(path)
 }
 
-use std::io::Read;
+/// Compares the restored tables' row counts with the manifest's (those the engine
+/// says this restore covers); returns how many were compared.
+pub fn compare_counts(
+    engine: &mut dyn LogicalEngine,
+    opts: &RestoreOptions,
+    m: &Manifest,
+    database: &str,
+    ui: &Ui,
+) -> Result<usize> {
+    if !m.database.tables.iter().any(|t| t.rows.is_some()) {
+        return Ok(0);
+    }
+    let got = engine.count_rows(opts)?;
+    let wanted: Vec<_> = m
+        .database
+        .tables
+        .iter()
+        .filter(|t| engine.compares(opts, t))
+        .collect();
+    let mut mismatches = Vec::new();
+    for w in &wanted {
+        let Some(rows) = w.rows else { continue };
+        match got
+            .iter()
+            .find(|g| g.schema == w.schema && g.name == w.name)
+        {
+            Some(g) if g.rows == Some(rows) => {}
+            Some(g) => mismatches.push(format!(
+                "{}.{} has {} rows, the backup had {rows}",
+                w.schema,
+                w.name,
+                g.rows.map(|r| r.to_string()).unwrap_or("?".into())
+            )),
+            None => mismatches.push(format!(
+                "{}.{} is missing after the restore",
+                w.schema, w.name
+            )),
+        }
+    }
+    if !mismatches.is_empty() {
+        return Err(Fail::Verify(format!(
+            "restored {} into `{database}` but row counts differ from the backup: {}",
+            m.id,
+            mismatches.join("; ")
+        ))
+        .into());
+    }
+    if !wanted.is_empty() {
+        ui.info(format!(
+            "row counts of {} table(s) match the backup",
+            wanted.len()
+        ));
+    }
+    Ok(wanted.len())
+}
+
+/// Prints the plan and builds the outcome; `Ok(None)` after a dry run, else asks for
+/// confirmation (or `--yes`) and returns the outcome to fill in.
+pub fn present_plan(
+    m: &Manifest,
+    storage: &dyn Storage,
+    database: &str,
+    plan: Vec<String>,
+    req: &RestoreRequest,
+    ui: &Ui,
+) -> Result<(RestoreOutcome, bool)> {
+    let out = RestoreOutcome {
+        target: m.target.clone(),
+        id: m.id.clone(),
+        storage: storage.name().to_string(),
+        database: database.to_string(),
+        dry_run: req.dry_run,
+        plan: plan.clone(),
+        tables_checked: 0,
+        duration_seconds: 0.0,
+    };
+    for p in &plan {
+        ui.info(format!("plan: {p}"));
+    }
+    if req.dry_run {
+        ui.info("dry run: nothing was changed");
+        return Ok((out, false));
+    }
+    confirm(
+        ui,
+        &format!("restore backup {} into `{database}`", m.id),
+        req.yes,
+    )?;
+    Ok((out, true))
+}

@@ -65,7 +65,7 @@ pub fn check_stream(
                 inner: dec,
                 bytes: 0,
             };
-            let r = engine.check_artifact(&mut counted, expected);
+            let r = engine.check_named(&art.name, &mut counted, expected);
             // Drain whatever the check did not read, to finish the gzip stream.
             let mut sink = [0u8; 65536];
             let drained: std::io::Result<()> = loop {
@@ -81,7 +81,7 @@ pub fn check_stream(
                 (_, Err(e)) => Err(format!("gzip stream is damaged: {e}")),
             });
         } else {
-            let r = engine.check_artifact(&mut hashing, expected);
+            let r = engine.check_named(&art.name, &mut hashing, expected);
             gz_result = Some(r.map(|m| (m, 0)).map_err(|e| format!("{e:#}")));
         }
     }

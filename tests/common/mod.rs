@@ -2,6 +2,7 @@
 //! S3-compatible server (moto), started per test and stopped on drop.
 #![allow(dead_code)]
 
+pub mod clickhouse_server;
 pub mod redis_server;
 
 use std::net::TcpStream;
