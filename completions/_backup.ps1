@@ -41,6 +41,8 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('wal-push', 'wal-push', [CompletionResultType]::ParameterValue, 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)')
             [CompletionResult]::new('wal-fetch', 'wal-fetch', [CompletionResultType]::ParameterValue, 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check a physical target''s WAL archiving end to end (forces a WAL switch)')
+            [CompletionResult]::new('schedule', 'schedule', [CompletionResultType]::ParameterValue, 'Every scheduled job and its next fire times (check a config before deploying it)')
+            [CompletionResult]::new('daemon', 'daemon', [CompletionResultType]::ParameterValue, 'Run every schedule in the foreground (for systemd and containers); /metrics, /healthz')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages into a folder')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -212,6 +214,31 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'backup;schedule' {
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'How many fire times to list per job')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'How many fire times to list per job')
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'List fire times after this instant (RFC 3339, default now)')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON on stdout')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'backup;daemon' {
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log lines as `key=value` text or as JSON lines')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'backup;completions' {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
@@ -245,6 +272,8 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('wal-push', 'wal-push', [CompletionResultType]::ParameterValue, 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)')
             [CompletionResult]::new('wal-fetch', 'wal-fetch', [CompletionResultType]::ParameterValue, 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check a physical target''s WAL archiving end to end (forces a WAL switch)')
+            [CompletionResult]::new('schedule', 'schedule', [CompletionResultType]::ParameterValue, 'Every scheduled job and its next fire times (check a config before deploying it)')
+            [CompletionResult]::new('daemon', 'daemon', [CompletionResultType]::ParameterValue, 'Run every schedule in the foreground (for systemd and containers); /metrics, /healthz')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages into a folder')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -281,6 +310,12 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             break
         }
         'backup;help;check' {
+            break
+        }
+        'backup;help;schedule' {
+            break
+        }
+        'backup;help;daemon' {
             break
         }
         'backup;help;completions' {

@@ -22,6 +22,9 @@ _backup() {
             backup,completions)
                 cmd="backup__subcmd__completions"
                 ;;
+            backup,daemon)
+                cmd="backup__subcmd__daemon"
+                ;;
             backup,help)
                 cmd="backup__subcmd__help"
                 ;;
@@ -42,6 +45,9 @@ _backup() {
                 ;;
             backup,run)
                 cmd="backup__subcmd__run"
+                ;;
+            backup,schedule)
+                cmd="backup__subcmd__schedule"
                 ;;
             backup,status)
                 cmd="backup__subcmd__status"
@@ -64,6 +70,9 @@ _backup() {
             backup__subcmd__help,completions)
                 cmd="backup__subcmd__help__subcmd__completions"
                 ;;
+            backup__subcmd__help,daemon)
+                cmd="backup__subcmd__help__subcmd__daemon"
+                ;;
             backup__subcmd__help,help)
                 cmd="backup__subcmd__help__subcmd__help"
                 ;;
@@ -84,6 +93,9 @@ _backup() {
                 ;;
             backup__subcmd__help,run)
                 cmd="backup__subcmd__help__subcmd__run"
+                ;;
+            backup__subcmd__help,schedule)
+                cmd="backup__subcmd__help__subcmd__schedule"
                 ;;
             backup__subcmd__help,status)
                 cmd="backup__subcmd__help__subcmd__status"
@@ -107,7 +119,7 @@ _backup() {
 
     case "${cmd}" in
         backup)
-            opts="-c -q -h -V --config --quiet --no-progress --help --version run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help"
+            opts="-c -q -h -V --config --quiet --no-progress --help --version run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -176,8 +188,34 @@ _backup() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        backup__subcmd__daemon)
+            opts="-c -q -h --log-format --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         backup__subcmd__help)
-            opts="run list verify restore test-restore status prune pitr wal-push wal-fetch check completions man help"
+            opts="run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -205,6 +243,20 @@ _backup() {
             return 0
             ;;
         backup__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__help__subcmd__daemon)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -303,6 +355,20 @@ _backup() {
             return 0
             ;;
         backup__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__help__subcmd__schedule)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -616,6 +682,40 @@ _backup() {
             fi
             case "${prev}" in
                 --tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__schedule)
+            opts="-n -c -q -h --count --from --json --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -38,6 +38,8 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand wal-push 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
             cand wal-fetch 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
             cand check 'Check a physical target''s WAL archiving end to end (forces a WAL switch)'
+            cand schedule 'Every scheduled job and its next fire times (check a config before deploying it)'
+            cand daemon 'Run every schedule in the foreground (for systemd and containers); /metrics, /healthz'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages into a folder'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -197,6 +199,29 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'backup;schedule'= {
+            cand -n 'How many fire times to list per job'
+            cand --count 'How many fire times to list per job'
+            cand --from 'List fire times after this instant (RFC 3339, default now)'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --json 'Print JSON on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;daemon'= {
+            cand --log-format 'Log lines as `key=value` text or as JSON lines'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'backup;completions'= {
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
@@ -228,6 +253,8 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand wal-push 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
             cand wal-fetch 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
             cand check 'Check a physical target''s WAL archiving end to end (forces a WAL switch)'
+            cand schedule 'Every scheduled job and its next fire times (check a config before deploying it)'
+            cand daemon 'Run every schedule in the foreground (for systemd and containers); /metrics, /healthz'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages into a folder'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -253,6 +280,10 @@ set edit:completion:arg-completer[backup] = {|@words|
         &'backup;help;wal-fetch'= {
         }
         &'backup;help;check'= {
+        }
+        &'backup;help;schedule'= {
+        }
+        &'backup;help;daemon'= {
         }
         &'backup;help;completions'= {
         }

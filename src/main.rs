@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod db;
 mod duration;
 mod engine;
@@ -69,6 +70,8 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::Prune(a) => cli::prune::execute(&cfg, a, ui),
         Command::Pitr(a) => cli::pitr::execute(&cfg, a, ui),
         Command::Check(a) => cli::check::execute(&cfg, a, ui),
+        Command::Schedule(a) => cli::schedule::execute(&cfg, a, ui),
+        Command::Daemon(a) => cli::daemon::execute(&cfg, a, cli.config.as_deref(), ui),
         Command::Completions(_) | Command::Man(_) | Command::WalPush(_) | Command::WalFetch(_) => {
             unreachable!()
         }

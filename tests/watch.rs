@@ -64,34 +64,6 @@ fn metrics_of(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
-fn promtool_check_metrics(text: &str) {
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!(
-            "SKIPPED promtool check metrics: promtool not installed (Debian package `prometheus`)"
-        );
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn metrics_textfile_and_pushgateway_after_success_and_failure() {
     let pg = Pg::start();

@@ -2,11 +2,13 @@
 
 pub mod check;
 pub mod completions;
+pub mod daemon;
 pub mod list;
 pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod run;
+pub mod schedule;
 pub mod status;
 pub mod test_restore;
 pub mod verify;
@@ -77,6 +79,10 @@ pub enum Command {
     WalFetch(wal::WalFetchArgs),
     /// Check a physical target's WAL archiving end to end (forces a WAL switch).
     Check(check::CheckArgs),
+    /// Every scheduled job and its next fire times (check a config before deploying it).
+    Schedule(schedule::ScheduleArgs),
+    /// Run every schedule in the foreground (for systemd and containers); /metrics, /healthz.
+    Daemon(daemon::DaemonArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
     /// Write man pages into a folder.

@@ -85,7 +85,8 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
             "; it needs a kind = \"physical\" target (see docs/pitr.md)",
         ));
     };
-    let out = physical.recover(
+    let data_dir = args.data_dir.display().to_string();
+    let res = physical.recover(
         &t,
         PitrRequest {
             target: args.target.clone(),
@@ -101,7 +102,18 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
             server_opts: None,
         },
         ui,
-    )?;
+    );
+    let mut act = crate::watch::audit::Act::new("pitr", Some(&args.target)).outcome_of(&res);
+    if let Ok(o) = &res {
+        act.backup_id = Some(o.backup_id.clone());
+        act.storage = Some(o.storage.clone());
+        act.details =
+            serde_json::json!({ "goal": o.goal, "data_dir": o.data_dir, "started": o.started });
+    } else {
+        act.details = serde_json::json!({ "data_dir": data_dir });
+    }
+    crate::watch::audit::record(cfg, &[act], ui);
+    let out = res?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());

@@ -114,10 +114,32 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
         ))
         .into());
     }
-    let out = match engine.stream_set() {
-        Some(set) => crate::engine::stream_set::restore(&t, set, req, ui)?,
-        None => restore::restore(&t, engine.logical(), req, ui)?,
+    let res = match engine.stream_set() {
+        Some(set) => crate::engine::stream_set::restore(&t, set, req, ui),
+        None => restore::restore(&t, engine.logical(), req, ui),
     };
+    if !args.dry_run {
+        let mut act = crate::watch::audit::Act::new("restore", Some(&args.target)).outcome_of(&res);
+        act.backup_id = Some(
+            res.as_ref()
+                .map(|o| o.id.clone())
+                .unwrap_or(args.id.clone()),
+        );
+        act.storage = res
+            .as_ref()
+            .ok()
+            .map(|o| o.storage.clone())
+            .or(args.storage.clone());
+        act.details = serde_json::json!({
+            "database": res.as_ref().ok().map(|o| o.database.clone()).or(args.to_database.clone()),
+            "to_url": args.to_url.as_deref().map(crate::redact::url),
+            "tables": args.tables,
+            "clean": args.clean || args.flush,
+            "by_file": args.by_file,
+        });
+        crate::watch::audit::record(cfg, &[act], ui);
+    }
+    let out = res?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if out.dry_run {

@@ -10,11 +10,13 @@
 //! repository `./backups` and a `postgres` target on libpq defaults (PGHOST, PGDATABASE...).
 
 mod retention;
+mod schedule;
 mod storage;
 mod target;
 mod watch;
 
 pub use retention::{PeriodRepresentative, Retention};
+pub use schedule::{parse_cron, warnings as schedule_warnings, DaemonConfig, ScheduleEntry};
 pub use storage::{EncryptionConfig, S3Config, StorageConfig};
 pub use target::{TargetConfig, TestRestoreConfig, COMMON_KEYS};
 pub use watch::{MetricsConfig, NotifierConfig, SmtpSecurity};
@@ -45,6 +47,13 @@ pub struct Config {
     /// Notification channels, named by targets' `notify = [...]`.
     #[serde(default)]
     pub notifiers: BTreeMap<String, NotifierConfig>,
+    /// Append-only JSON-lines audit trail of restores, PITR, prune deletions and daemon
+    /// starts and reloads.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// `backup daemon`: HTTP listener, concurrency, jitter, grace period, health age.
+    #[serde(default)]
+    pub daemon: Option<DaemonConfig>,
     /// Where the file came from (None: embedded default).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -104,8 +113,13 @@ impl Config {
         })?;
         let mut cfg = Config::parse(&text, &path.display().to_string())?;
         cfg.source = Some(path.to_path_buf());
-        // Relative local paths are relative to the config file's folder.
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Relative local paths are relative to the config file's folder, or to
+        // BACKUP_CONFIG_DIR: `backup daemon` runs its jobs on a snapshot of the last valid
+        // file kept elsewhere, and names the original folder there.
+        let base = std::env::var_os("BACKUP_CONFIG_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
         for s in cfg.storages.values_mut() {
             if let StorageConfig::Local { path, .. } = s {
                 if path.is_relative() && !base.as_os_str().is_empty() {
@@ -177,6 +191,7 @@ impl Config {
         cfg.origin = Some((file.to_string(), text.to_string()));
         cfg.validate()?;
         cfg.validate_watch()?;
+        cfg.validate_schedules()?;
         Ok(cfg)
     }
 
@@ -301,6 +316,11 @@ impl Config {
             ))
             .into()
         })
+    }
+
+    /// The text the configuration was parsed from (None: embedded default).
+    pub fn text(&self) -> Option<&str> {
+        self.origin.as_ref().map(|(_, t)| t.as_str())
     }
 
     pub fn describe_source(&self) -> String {

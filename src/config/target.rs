@@ -33,6 +33,27 @@ pub struct TargetConfig {
     /// Notifiers (names of `[notifiers.*]`) told about this target's runs.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// When `backup daemon` backs this target up (cron, five fields or six with seconds).
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// IANA time zone the schedules are read in (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Several backup schedules: `[{ cron = "0 2 * * *", type = "full" }]`.
+    #[serde(default)]
+    pub schedules: Vec<super::ScheduleEntry>,
+    /// When the daemon runs `backup verify` (latest backup).
+    #[serde(default)]
+    pub verify_schedule: Option<String>,
+    /// When the daemon runs `backup test-restore` (e.g. first Sunday: `0 10 * * SUN#1`).
+    #[serde(default)]
+    pub test_restore_schedule: Option<String>,
+    /// When the daemon runs `backup prune --yes`.
+    #[serde(default)]
+    pub prune_schedule: Option<String>,
+    /// Reserved for `backup copy`, which does not exist yet: refused with one line.
+    #[serde(default)]
+    pub copy_schedule: Option<String>,
     /// The engine's own keys (`url`, `password_file`, `format`...), checked by the
     /// engine when the configuration is loaded.
     #[serde(flatten)]
@@ -50,6 +71,13 @@ pub const COMMON_KEYS: &[&str] = &[
     "prune_after_run",
     "test_restore",
     "notify",
+    "schedule",
+    "timezone",
+    "schedules",
+    "verify_schedule",
+    "test_restore_schedule",
+    "prune_schedule",
+    "copy_schedule",
 ];
 
 impl TargetConfig {
@@ -65,6 +93,13 @@ impl TargetConfig {
             prune_after_run: false,
             test_restore: None,
             notify: vec![],
+            schedule: None,
+            timezone: None,
+            schedules: vec![],
+            verify_schedule: None,
+            test_restore_schedule: None,
+            prune_schedule: None,
+            copy_schedule: None,
             options: toml::Table::new(),
         }
     }

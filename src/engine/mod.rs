@@ -8,6 +8,7 @@ pub mod lock;
 pub mod prune;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod status;
 pub mod stream_set;
 pub mod test_restore;

@@ -1,6 +1,7 @@
 //! After a run: metrics, notifications and the last test-restore result, in one place so
 //! the subcommands each add a single call.
 
+pub mod audit;
 mod email;
 pub mod metrics;
 mod notice;
@@ -188,6 +189,31 @@ pub fn after_test_restore(
 /// planned; a storage where any removal failed counts as a failure.
 pub fn after_prune(cfg: &Config, prune: &crate::engine::prune::Prune, seconds: f64, ui: &Ui) {
     use crate::engine::prune::Outcome;
+    // The audit trail: one line per deletion attempted.
+    let acts: Vec<audit::Act> = prune
+        .entries()
+        .filter_map(|e| {
+            let outcome = match e.result? {
+                Outcome::Removed => "ok",
+                Outcome::Retained => "retained",
+                Outcome::Failed => "failed",
+            };
+            Some(audit::Act {
+                command: "prune".into(),
+                target: Some(e.target.clone()),
+                backup_id: Some(e.id.clone()),
+                storage: Some(e.storage.clone()),
+                outcome: outcome.into(),
+                error: e.detail.clone().filter(|_| outcome != "ok"),
+                details: serde_json::json!({
+                    "what": if e.wal { "wal" } else if e.incomplete { "incomplete backup" } else { "backup" },
+                    "reasons": e.reasons,
+                    "size_bytes": e.size_bytes,
+                }),
+            })
+        })
+        .collect();
+    audit::record(cfg, &acts, ui);
     let events: Vec<Event> = prune
         .plans
         .iter()

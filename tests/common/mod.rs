@@ -771,3 +771,33 @@ pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     assert!(recipient.starts_with("age1"), "{recipient}");
     (key, recipient)
 }
+
+/// `promtool check metrics` on an exposition (skipped, with a line, without promtool).
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIPPED promtool check metrics: promtool not installed (Debian package `prometheus`)"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
