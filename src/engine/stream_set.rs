@@ -99,13 +99,14 @@ pub fn run(
         wal: None,
         depends_on: vec![],
         host: hostname(),
+        encryption: None,
     };
-    let bytes = m.to_json()?;
     let key = catalog::artifact_key(target, &id, MANIFEST_FILE);
     let stored_on = interrupted.committing(|| {
         let mut ok = Vec::new();
         for s in &live {
-            match s.put(&key, &bytes, &meta) {
+            // Each storage's own manifest: an encrypted one records its recipients.
+            match m.for_storage(s.as_ref()).to_json().and_then(|b| s.put(&key, &b, &meta)) {
                 Ok(_) => {
                     ui.info(format!(
                         "stored {} on `{}` ({})",
