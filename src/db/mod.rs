@@ -19,8 +19,8 @@
 //! This module names no database and imports nothing but leaf modules, so the engine
 //! library can use these traits while each `db::<engine>` uses the engine library.
 
-pub mod mongodb;
 pub mod clickhouse;
+pub mod mongodb;
 pub mod postgres;
 pub mod recovery;
 pub mod redis;

@@ -33,6 +33,10 @@ pub fn validate_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// The manifest as written to one storage (each storage's copy describes itself:
+/// an encrypted copy records its recipients and stored digests).
+pub type ManifestFor<'a> = dyn Fn(&dyn Storage) -> Result<Vec<u8>> + 'a;
+
 /// Storages that failed, with the reason.
 pub type Failures = Vec<(String, String)>;
 pub type Storages = Vec<Box<dyn Storage>>;
@@ -216,7 +220,7 @@ impl<'s> Upload<'s> {
     pub fn commit(
         self,
         manifest_key: &str,
-        manifest_bytes: &dyn Fn(&dyn Storage) -> Result<Vec<u8>>,
+        manifest_bytes: &ManifestFor<'_>,
         meta: &PutMeta,
         ui: &Ui,
     ) -> (Vec<String>, Failures) {
@@ -231,7 +235,7 @@ impl<'s> Upload<'s> {
 
     fn complete(
         self,
-        manifest: Option<(&str, &dyn Fn(&dyn Storage) -> Result<Vec<u8>>, &PutMeta)>,
+        manifest: Option<(&str, &ManifestFor<'_>, &PutMeta)>,
         ui: &Ui,
     ) -> (Vec<String>, Failures) {
         let stored_bytes = self.fan.bytes;
@@ -257,8 +261,9 @@ impl<'s> Upload<'s> {
                     }
                 })
                 .and_then(|_| match manifest {
-                    Some((key, bytes, meta)) => bytes(s.as_ref())
-                        .and_then(|bytes| s.put(key, &bytes, meta).map(|_| ())),
+                    Some((key, bytes, meta)) => {
+                        bytes(s.as_ref()).and_then(|bytes| s.put(key, &bytes, meta).map(|_| ()))
+                    }
                     None => Ok(()),
                 });
             match res {

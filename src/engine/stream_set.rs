@@ -106,7 +106,11 @@ pub fn run(
         let mut ok = Vec::new();
         for s in &live {
             // Each storage's own manifest: an encrypted one records its recipients.
-            match m.for_storage(s.as_ref()).to_json().and_then(|b| s.put(&key, &b, &meta)) {
+            match m
+                .for_storage(s.as_ref())
+                .to_json()
+                .and_then(|b| s.put(&key, &b, &meta))
+            {
                 Ok(_) => {
                     ui.info(format!(
                         "stored {} on `{}` ({})",
