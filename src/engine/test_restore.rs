@@ -198,6 +198,44 @@ pub fn run(
     ))
 }
 
+/// The restore step of a scratch test-restore, shared by the engines that restore
+/// through `engine::restore` into their scratch place: restores backup `m` from
+/// `storage` with `opts`, timed. Returns (restored, seconds, the `restore` check).
+pub fn timed_restore(
+    t: &Target,
+    engine: &mut dyn crate::db::LogicalEngine,
+    storage: &dyn Storage,
+    m: &Manifest,
+    opts: crate::db::RestoreOptions,
+    temp_dir: Option<PathBuf>,
+    ui: &Ui,
+) -> (bool, f64, Check) {
+    let req = restore::RestoreRequest {
+        which: m.id.clone(),
+        storage: Some(storage.name().to_string()),
+        opts,
+        yes: true,
+        dry_run: false,
+        check_counts: false,
+        temp_dir,
+    };
+    let started = Instant::now();
+    let restored = restore::restore(t, engine, req, ui);
+    let seconds = started.elapsed().as_secs_f64();
+    let check = match &restored {
+        Ok(_) => Check::new(
+            "restore",
+            true,
+            format!(
+                "verified and restored in {}",
+                crate::duration::human(Duration::from_secs_f64(seconds))
+            ),
+        ),
+        Err(e) => Check::new("restore", false, format!("{e:#}")),
+    };
+    (restored.is_ok(), seconds, check)
+}
+
 fn rto_check(restored: bool, restore_seconds: f64, rto: Duration) -> Check {
     Check {
         name: "rto".into(),

@@ -10,14 +10,12 @@ use super::tools::drop_database;
 use super::{Conn, Mongo};
 use crate::db::{Check, RestoreOptions, ScratchEngine, ScratchOutcome, ScratchRequest, Target};
 use crate::engine::cleanup::CleanupGuard;
-use crate::engine::restore;
 use crate::error::Fail;
 use crate::manifest::Manifest;
 use crate::storage::Storage;
 use crate::ui::Ui;
 use anyhow::Result;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 impl ScratchEngine for Mongo {
     fn test_restore(
@@ -79,30 +77,23 @@ impl ScratchEngine for Mongo {
             to_url: Some(uri.clone()),
             ..Default::default()
         };
-        let rreq = restore::RestoreRequest {
-            which: m.id.clone(),
-            storage: Some(storage.name().to_string()),
-            opts: opts.clone(),
-            yes: true,
-            dry_run: false,
-            check_counts: false,
-            temp_dir: trc.temp_dir.clone(),
-        };
-        let rt = Instant::now();
-        let restored = restore::restore(t, &mut eng, rreq, ui);
-        let restore_seconds = rt.elapsed().as_secs_f64();
-        let mut checks = vec![match &restored {
-            Ok(_) => Check::new(
-                "restore",
-                true,
-                format!(
-                    "verified and restored into {name} in {}",
-                    crate::duration::human(Duration::from_secs_f64(restore_seconds))
-                ),
-            ),
-            Err(e) => Check::new("restore", false, format!("{e:#}")),
-        }];
-        if restored.is_ok() {
+        let (restored, restore_seconds, check) = crate::engine::test_restore::timed_restore(
+            t,
+            &mut eng,
+            storage,
+            m,
+            opts.clone(),
+            trc.temp_dir.clone(),
+            ui,
+        );
+        let mut check = check;
+        if restored {
+            check.detail = check
+                .detail
+                .replacen("restored", &format!("restored into {name}"), 1);
+        }
+        let mut checks = vec![check];
+        if restored {
             checks.push(counts_check(&mut eng, &opts, m));
         }
         drop(guard);
@@ -119,7 +110,7 @@ impl ScratchEngine for Mongo {
         Ok(ScratchOutcome {
             place: format!("scratch database {name} on {}", conn.display()),
             restore_seconds,
-            restored: restored.is_ok(),
+            restored,
             checks,
         })
     }

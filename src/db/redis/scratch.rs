@@ -7,7 +7,6 @@
 use super::{info, keyspace, Conn, Redis};
 use crate::db::{Check, RestoreOptions, ScratchEngine, ScratchOutcome, ScratchRequest, Target};
 use crate::engine::cleanup::CleanupGuard;
-use crate::engine::restore;
 use crate::error::Fail;
 use crate::manifest::Manifest;
 use crate::storage::Storage;
@@ -138,30 +137,17 @@ impl ScratchEngine for Redis {
             server.dir.display()
         );
         let mut scratch = Redis::with_conn(server.conn.clone())?;
-        let rreq = restore::RestoreRequest {
-            which: m.id.clone(),
-            storage: Some(storage.name().to_string()),
-            opts: RestoreOptions::default(),
-            yes: true,
-            dry_run: false,
-            check_counts: false,
-            temp_dir: trc.temp_dir.clone(),
-        };
-        let rt = Instant::now();
-        let restored = restore::restore(t, &mut scratch, rreq, ui);
-        let restore_seconds = rt.elapsed().as_secs_f64();
-        let mut checks = vec![match &restored {
-            Ok(_) => Check::new(
-                "restore",
-                true,
-                format!(
-                    "verified and restored in {}",
-                    crate::duration::human(Duration::from_secs_f64(restore_seconds))
-                ),
-            ),
-            Err(e) => Check::new("restore", false, format!("{e:#}")),
-        }];
-        if restored.is_ok() {
+        let (restored, restore_seconds, check) = crate::engine::test_restore::timed_restore(
+            t,
+            &mut scratch,
+            storage,
+            m,
+            RestoreOptions::default(),
+            trc.temp_dir.clone(),
+            ui,
+        );
+        let mut checks = vec![check];
+        if restored {
             checks.extend(counts(&scratch, m));
             if let Some(keys) = trc.must_exist.as_deref() {
                 checks.push(must_exist(&scratch, m, keys));
@@ -171,7 +157,7 @@ impl ScratchEngine for Redis {
         Ok(ScratchOutcome {
             place,
             restore_seconds,
-            restored: restored.is_ok(),
+            restored,
             checks,
         })
     }
