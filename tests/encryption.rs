@@ -374,3 +374,59 @@ fn a_tampered_encrypted_artifact_fails_verify_and_restore() {
         "0"
     );
 }
+
+#[test]
+fn clickhouse_tables_are_sealed_one_object_each_and_restore() {
+    // The stream-set path (one artifact per table) through a sealed storage.
+    let ch = common::clickhouse_server::ClickHouseServer::start();
+    ch.q("CREATE DATABASE app");
+    ch.q("CREATE TABLE app.t (id UInt64, v String) ENGINE = MergeTree ORDER BY id");
+    ch.q(&format!(
+        "INSERT INTO app.t SELECT number, concat('{MARKER}', toString(number)) FROM numbers(5000)"
+    ));
+    let env = Env::new();
+    let (key, recipient) = age_keygen(env.path(), "key");
+    env.write_config(&format!(
+        r#"
+[storages.local]
+type = "local"
+path = "{}"
+[storages.local.encryption]
+age_recipients = ["{recipient}"]
+age_identity_file = "{}"
+
+[targets.analytics]
+engine = "clickhouse"
+url = "{}"
+storages = ["local"]
+"#,
+        env.repo().display(),
+        key.display(),
+        ch.url()
+    ));
+    let before = ch.fingerprint("app", "t");
+    let id = env.ok(&["run", "analytics"]).trim().to_string();
+    assert!(plaintext_anywhere(&env.repo()).is_empty());
+    let dir = env.repo().join("analytics").join(&id);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let sealed = m["encryption"]["stored"].as_object().unwrap();
+    assert_eq!(
+        sealed.len(),
+        m["artifacts"].as_array().unwrap().len(),
+        "every artifact has its encrypted digest: {m}"
+    );
+    for name in sealed.keys() {
+        assert!(dir.join(format!("{name}.age")).exists(), "{name}");
+    }
+    env.ok(&["verify", "analytics", "latest"]);
+    env.ok(&[
+        "restore",
+        "analytics",
+        "latest",
+        "--to-database",
+        "copy",
+        "--yes",
+    ]);
+    assert_eq!(before, ch.fingerprint("copy", "t"));
+}
