@@ -196,6 +196,10 @@ pub struct VerifyReport {
     pub ok: bool,
     pub checks: Vec<String>,
     pub problems: Vec<String>,
+    /// The copy could not be read for a reason the operator must fix first (no or
+    /// the wrong age identity): exit 2, not a damaged backup.
+    #[serde(skip)]
+    pub unreadable: bool,
 }
 
 #[cfg(test)]

@@ -205,7 +205,12 @@ fn wrong_or_missing_identity_is_refused_before_the_database_is_touched() {
         .args(["verify", "pg", "latest"])
         .output()
         .unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The destination was never touched.
     assert_eq!(
         pg.sql(

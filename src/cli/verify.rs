@@ -70,6 +70,7 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
                     ok: problems.is_empty(),
                     checks,
                     problems,
+                    unreadable: false,
                 };
                 if !args.json {
                     print_report(&r, ui);
@@ -96,7 +97,13 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
     }
     let bad: Vec<_> = reports.iter().filter(|r| !r.ok).collect();
     if !bad.is_empty() {
-        return Err(Fail::Verify(format!(
+        // No identity, or the wrong one, is the operator's to fix (exit 2), not damage.
+        let fail = if bad.iter().all(|r| r.unreadable) {
+            Fail::Usage
+        } else {
+            Fail::Verify
+        };
+        return Err(fail(format!(
             "{} of {} backup(s) failed verification: {}",
             bad.len(),
             reports.len(),

@@ -167,6 +167,7 @@ pub fn verify_backup(
 ) -> VerifyReport {
     let mut checks = Vec::new();
     let mut problems = Vec::new();
+    let mut unreadable = false;
     for art in &m.artifacts {
         let key = crate::engine::catalog::artifact_key(&m.target, &m.id, &art.name);
         match storage.open(&key) {
@@ -180,10 +181,14 @@ pub fn verify_backup(
                     None => {}
                 }
             }
-            Err(e) => problems.push(format!("{}: {e:#}", art.name)),
+            Err(e) => {
+                unreadable |= crate::error::exit_code(&e) == 2;
+                problems.push(format!("{}: {e:#}", art.name));
+            }
         }
     }
     VerifyReport {
+        unreadable,
         target: m.target.clone(),
         id: m.id.clone(),
         storage: storage.name().to_string(),
