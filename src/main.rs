@@ -68,6 +68,8 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::TestRestore(a) => cli::test_restore::execute(&cfg, a, ui),
         Command::Status(a) => cli::status::execute(&cfg, a, ui),
         Command::Prune(a) => cli::prune::execute(&cfg, a, ui),
+        Command::Copy(a) => cli::copy::execute(&cfg, a, ui),
+        Command::Undelete(a) => cli::undelete::execute(&cfg, a, ui),
         Command::Pitr(a) => cli::pitr::execute(&cfg, a, ui),
         Command::Check(a) => cli::check::execute(&cfg, a, ui),
         Command::Schedule(a) => cli::schedule::execute(&cfg, a, ui),

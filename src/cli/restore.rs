@@ -69,6 +69,10 @@ pub struct RestoreArgs {
     /// Where to download remote backups before restoring (default: $TMPDIR).
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
+    /// Ransomware runbook: restore from the versions a delete marker hides on a
+    /// versioned S3 storage (with --storage; see `backup list --deleted`).
+    #[arg(long, requires = "storage")]
+    pub deleted: bool,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -98,6 +102,7 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
         dry_run: args.dry_run,
         check_counts: !args.no_check,
         temp_dir: args.temp_dir.clone(),
+        deleted: args.deleted,
     };
     if let Some(u) = &args.to_url {
         if url::Url::parse(u).is_ok_and(|u| u.password().is_some()) {

@@ -206,6 +206,14 @@ impl Config {
             }
         }
         let bad = |key: String, msg: String| self.key_error(&key, msg);
+        for name in self.storages.keys() {
+            if self.lock_period(name).is_err() {
+                return Err(bad(
+                    format!("storages.{name}.object_lock.until"),
+                    "\"retention\" needs a retention rule with a time bound on this storage (keep_daily, keep_within...; keep_last alone has none): add one, or set days = N".into(),
+                ));
+            }
+        }
         for (name, t) in &self.targets {
             if t.kind != "logical" && t.kind != "physical" {
                 return Err(bad(
@@ -231,8 +239,34 @@ impl Config {
                     ));
                 }
             }
+            for (k, list) in [
+                ("copy_to", &t.copy_to),
+                ("copy_after_run", &t.copy_after_run),
+            ] {
+                for s in list {
+                    if !self.storages.contains_key(s) {
+                        return Err(bad(
+                            format!("targets.{name}.{k}"),
+                            format!("names storage `{s}`, which is not defined in [storages.*]"),
+                        ));
+                    }
+                    if t.storages.contains(s) {
+                        return Err(bad(
+                            format!("targets.{name}.{k}"),
+                            format!("`{s}` is one of the target's own storages, which every run already writes; name an off-site storage"),
+                        ));
+                    }
+                }
+            }
+            if t.copy_schedule.is_some() && t.copy_to.is_empty() {
+                return Err(bad(
+                    format!("targets.{name}.copy_schedule"),
+                    "gives `backup copy` nowhere to copy to: set copy_to = [\"STORAGE\"] as well"
+                        .into(),
+                ));
+            }
             for s in t.retention.keys() {
-                if !t.storages.contains(s) {
+                if !t.all_storages().contains(s) {
                     return Err(bad(
                         format!("targets.{name}.retention.{s}"),
                         format!("storage `{s}` is not one of this target's storages"),
@@ -348,6 +382,35 @@ impl Config {
             return PathBuf::from(h).join(".local/state/backup");
         }
         std::env::temp_dir().join("backup-state")
+    }
+
+    /// The Object Lock period of a storage: `days`, or for `until = "retention"` the
+    /// longest horizon of every policy that applies there (the storage's own and every
+    /// target's override). Ok(None) without Object Lock; Err when "retention" has no
+    /// time-bound rule to derive it from.
+    pub fn lock_period(
+        &self,
+        storage: &str,
+    ) -> std::result::Result<Option<std::time::Duration>, ()> {
+        let Some(StorageConfig::S3(s3)) = self.storages.get(storage) else {
+            return Ok(None);
+        };
+        let Some(l) = &s3.object_lock else {
+            return Ok(None);
+        };
+        if let Some(d) = l.days {
+            return Ok(Some(std::time::Duration::from_secs(d as u64 * 86_400)));
+        }
+        let policies = s3.retention.iter().chain(
+            self.targets
+                .values()
+                .filter_map(|t| t.retention.get(storage)),
+        );
+        policies
+            .filter_map(|r| r.horizon())
+            .max()
+            .map(Some)
+            .ok_or(())
     }
 
     /// The effective retention for a target on a storage (target override first).

@@ -51,9 +51,15 @@ pub struct TargetConfig {
     /// When the daemon runs `backup prune --yes`.
     #[serde(default)]
     pub prune_schedule: Option<String>,
-    /// Reserved for `backup copy`, which does not exist yet: refused with one line.
+    /// When the daemon runs `backup copy TARGET --all` (to the `copy_to` storages).
     #[serde(default)]
     pub copy_schedule: Option<String>,
+    /// Storages `backup copy` writes to when `--to` is not given (off-site copies).
+    #[serde(default)]
+    pub copy_to: Vec<String>,
+    /// Storages every successful `backup run` is copied to afterwards.
+    #[serde(default)]
+    pub copy_after_run: Vec<String>,
     /// The engine's own keys (`url`, `password_file`, `format`...), checked by the
     /// engine when the configuration is loaded.
     #[serde(flatten)]
@@ -78,6 +84,8 @@ pub const COMMON_KEYS: &[&str] = &[
     "test_restore_schedule",
     "prune_schedule",
     "copy_schedule",
+    "copy_to",
+    "copy_after_run",
 ];
 
 impl TargetConfig {
@@ -100,8 +108,25 @@ impl TargetConfig {
             test_restore_schedule: None,
             prune_schedule: None,
             copy_schedule: None,
+            copy_to: vec![],
+            copy_after_run: vec![],
             options: toml::Table::new(),
         }
+    }
+}
+
+impl TargetConfig {
+    /// Every storage holding this target's backups: its own, then its copies'
+    /// destinations (`copy_after_run`, `copy_to`). Listing, status and prune cover
+    /// them all, so a copy follows its storage's retention.
+    pub fn all_storages(&self) -> Vec<String> {
+        let mut out = self.storages.clone();
+        for s in self.copy_after_run.iter().chain(&self.copy_to) {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
     }
 }
 

@@ -68,12 +68,29 @@ impl<'c> Target<'c> {
             .collect()
     }
 
-    /// The target's storage names, local ones first (faster to read).
+    /// The target's own storage names, local ones first (faster to read).
     pub fn storages_local_first(&self) -> Vec<String> {
-        let mut names = self.cfg.storages.clone();
+        Self::local_first(self.config, self.cfg.storages.clone())
+    }
+
+    /// Every storage holding the target's backups (its own, then its copies'), local
+    /// ones first: where restores, pitr and wal-fetch look.
+    pub fn readable_storages_local_first(&self) -> Vec<String> {
+        Self::local_first(self.config, self.cfg.all_storages())
+    }
+
+    /// Opens every storage holding the target's backups, local ones first.
+    pub fn open_readable_storages(&self) -> Result<Vec<Box<dyn Storage>>> {
+        self.readable_storages_local_first()
+            .iter()
+            .map(|s| crate::storage::open(self.config, s))
+            .collect()
+    }
+
+    fn local_first(config: &Config, mut names: Vec<String>) -> Vec<String> {
         names.sort_by_key(|n| {
             !matches!(
-                self.config.storages.get(n),
+                config.storages.get(n),
                 Some(crate::config::StorageConfig::Local { .. })
             )
         });

@@ -403,6 +403,21 @@ pub fn open_and_check(
     let mut usable: Storages = Vec::new();
     let mut last_id: Option<String> = None;
     for s in storages {
+        // A storage that promises Object Lock on a bucket that cannot keep it is a
+        // configuration error (exit 2) before any byte is stored; one that cannot be
+        // asked is left out like any unreachable storage.
+        if let Err(e) = s.check_lock_promise() {
+            if crate::error::exit_code(&e) == 2 {
+                return Err(e);
+            }
+            let why = format!("{e:#}");
+            ui.warn(format!(
+                "storage `{}` is left out of this run: {why}",
+                s.name()
+            ));
+            failed.push((s.name().to_string(), why));
+            continue;
+        }
         let cat = match catalog::scan(s.as_ref(), target) {
             Ok(c) => c,
             Err(e) => {

@@ -4,7 +4,9 @@
 pub mod backup;
 pub mod catalog;
 pub mod cleanup;
+pub mod copy;
 pub mod lock;
+pub mod locks;
 pub mod prune;
 pub mod restore;
 pub mod retention;
@@ -12,4 +14,5 @@ pub mod schedule;
 pub mod status;
 pub mod stream_set;
 pub mod test_restore;
+pub mod undelete;
 pub mod verify;

@@ -53,8 +53,11 @@ pub struct Entry {
     /// This entry is the WAL archive below the oldest kept base backup, not a backup.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub wal: bool,
+    /// `--extend-locks`: the Object Lock this kept backup now holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::engine::locks::LockNote>,
     #[serde(skip)]
-    keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
 }
 
 pub struct StoragePlan {
@@ -65,7 +68,7 @@ pub struct StoragePlan {
     pub empty_policy: bool,
     /// Newest first.
     pub entries: Vec<Entry>,
-    handle: Box<dyn Storage>,
+    pub(crate) handle: Box<dyn Storage>,
 }
 
 impl StoragePlan {
@@ -136,10 +139,10 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
     if let Some(s) = req.storage {
         cfg.storage(s)?;
         if let Some(t) = req.target {
-            if !cfg.target(t)?.storages.iter().any(|x| x == s) {
+            if !cfg.target(t)?.all_storages().iter().any(|x| x == s) {
                 return Err(Fail::Usage(format!(
                     "storage `{s}` is not one of target `{t}`'s storages [{}]",
-                    cfg.target(t)?.storages.join(", ")
+                    cfg.target(t)?.all_storages().join(", ")
                 ))
                 .into());
             }
@@ -152,8 +155,8 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
         let target = Target::resolve(cfg, t)?;
         let archive = (req.archives)(&target);
         let tcfg = target.cfg;
-        let names: Vec<&String> = tcfg
-            .storages
+        let all = tcfg.all_storages();
+        let names: Vec<&String> = all
             .iter()
             .filter(|s| match req.storage {
                 Some(only) => only == s.as_str(),
@@ -265,6 +268,7 @@ fn plan_storage(
                 result: None,
                 detail: None,
                 wal: false,
+                lock: None,
             }
         })
         .collect::<Vec<_>>();
@@ -328,6 +332,7 @@ fn plan_log(
         result: None,
         detail: None,
         wal: true,
+        lock: None,
         keys: p.remove,
     }))
 }

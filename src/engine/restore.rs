@@ -25,6 +25,8 @@ pub struct RestoreRequest {
     pub dry_run: bool,
     pub check_counts: bool,
     pub temp_dir: Option<PathBuf>,
+    /// Read the storage as it was before objects were deleted (`--deleted`).
+    pub deleted: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,18 +44,40 @@ pub struct RestoreOutcome {
 /// Finds a backup on the named storage, or on the first of the target's storages that
 /// has it (local storages first: faster to read).
 pub fn locate(t: &Target, which: &str, only: Option<&str>) -> Result<(Box<dyn Storage>, Manifest)> {
+    locate_in(t, which, only, false)
+}
+
+/// `locate`, optionally in the `--deleted` view of the named storage (the ransomware
+/// runbook: backups hidden behind delete markers).
+pub fn locate_in(
+    t: &Target,
+    which: &str,
+    only: Option<&str>,
+    deleted: bool,
+) -> Result<(Box<dyn Storage>, Manifest)> {
     let (cfg, target) = (t.config, t.name);
     let names: Vec<String> = match only {
         Some(s) => {
             cfg.storage(s)?;
             vec![s.to_string()]
         }
-        None => t.storages_local_first(),
+        None if deleted => {
+            return Err(Fail::Usage(
+                "--deleted reads one versioned S3 storage: name it with --storage".into(),
+            )
+            .into())
+        }
+        None => t.readable_storages_local_first(),
     };
     let mut errors = Vec::new();
     let mut best: Option<(Box<dyn Storage>, Manifest)> = None;
     for n in &names {
-        let s = match storage::open(cfg, n) {
+        let opened = if deleted {
+            storage::open_deleted(cfg, n)
+        } else {
+            storage::open(cfg, n)
+        };
+        let s = match opened {
             Ok(s) => s,
             Err(e) => {
                 errors.push(format!("{n}: {e:#}"));
@@ -120,7 +144,7 @@ pub fn restore(
     ui: &Ui,
 ) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
-    let (storage, m) = locate(t, &req.which, req.storage.as_deref())?;
+    let (storage, m) = locate_in(t, &req.which, req.storage.as_deref(), req.deleted)?;
     req.opts.backup_id = Some(m.id.clone());
     let database = engine
         .restore_precheck(&req.opts, &m.format)

@@ -54,7 +54,7 @@ pub fn status(cfg: &Config, only: Option<&str>, max_age: Duration) -> Result<Vec
     for t in targets {
         let tcfg = cfg.target(&t)?;
         let mut storages = Vec::new();
-        for sname in &tcfg.storages {
+        for sname in &tcfg.all_storages() {
             let scanned = storage::open(cfg, sname).and_then(|s| catalog::scan(s.as_ref(), &t));
             let st = match scanned {
                 Ok(cat) => {

@@ -12,7 +12,7 @@ use crate::engine::backup::{
 use crate::engine::catalog;
 use crate::engine::lock::hostname;
 use crate::engine::restore::{
-    compare_counts, fetch_verified, locate, plan_head, present_plan, temp_dir, RestoreOutcome,
+    compare_counts, fetch_verified, locate_in, plan_head, present_plan, temp_dir, RestoreOutcome,
     RestoreRequest,
 };
 use crate::manifest::{self, Artifact, Kind, Manifest, RunOutcome, MANIFEST_FILE};
@@ -225,7 +225,7 @@ pub fn restore(
     ui: &Ui,
 ) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
-    let (storage, m) = locate(t, &req.which, req.storage.as_deref())?;
+    let (storage, m) = locate_in(t, &req.which, req.storage.as_deref(), req.deleted)?;
     req.opts.backup_id = Some(m.id.clone());
     let database = engine
         .restore_precheck(&req.opts, &m.format)

@@ -114,7 +114,7 @@ pub fn choose(
     }
     let mut ids = BTreeSet::new();
     let mut errors = Vec::new();
-    for n in &tcfg.storages {
+    for n in &tcfg.all_storages() {
         match storage::open(cfg, n).and_then(|s| catalog::scan(s.as_ref(), target)) {
             Ok(cat) => ids.extend(
                 cat.backups
@@ -131,7 +131,7 @@ pub fn choose(
         let mut msg = format!(
             "no complete backup of target `{target}`{} on [{}]",
             window_text(),
-            tcfg.storages.join(", ")
+            tcfg.all_storages().join(", ")
         );
         if !errors.is_empty() {
             msg.push_str(&format!(" (could not read: {})", errors.join("; ")));
@@ -218,6 +218,7 @@ pub fn timed_restore(
         dry_run: false,
         check_counts: false,
         temp_dir,
+        deleted: false,
     };
     let started = Instant::now();
     let restored = restore::restore(t, engine, req, ui);

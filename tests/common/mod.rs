@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clickhouse_server;
+pub mod physical;
 pub mod redis_server;
 
 use std::net::TcpStream;
@@ -388,6 +389,7 @@ pub struct S3sFs {
     child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    keys: (String, String),
 }
 
 impl S3sFs {
@@ -397,10 +399,20 @@ impl S3sFs {
             .tempdir()
             .unwrap();
         let port = free_port();
+        let child = Self::spawn(port, access_key, secret_key, dir.path());
+        S3sFs {
+            child,
+            port,
+            dir,
+            keys: (access_key.into(), secret_key.into()),
+        }
+    }
+
+    fn spawn(port: u16, access_key: &str, secret_key: &str, dir: &Path) -> Child {
         let child = Command::new("s3s-fs")
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", access_key, "--secret-key", secret_key])
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -408,7 +420,19 @@ impl S3sFs {
                 "s3s-fs not found: cargo install s3s-fs --version 0.14.1 --features binary --locked",
             );
         wait_port(port);
-        S3sFs { child, port, dir }
+        child
+    }
+
+    /// SIGKILLs the server (its data stays in `dir`).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and folder.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self.keys.0, &self.keys.1, self.dir.path());
     }
 
     pub fn endpoint(&self) -> String {

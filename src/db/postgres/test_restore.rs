@@ -130,6 +130,7 @@ impl Postgres {
             dry_run: false,
             check_counts: false,
             temp_dir: trc.temp_dir.clone(),
+            deleted: false,
         };
         let rt = Instant::now();
         let restored = restore::restore(t, &mut scratch, rreq, ui);
