@@ -33,6 +33,13 @@ fn main() -> ExitCode {
         Command::WalFetch(a) => return cli::wal::fetch_main(cli.config.as_deref(), a, &ui),
         _ => {}
     }
+    // From the start, not from the first cleanup registered: a signal in between (a
+    // temp file created, its cleanup not yet registered) would kill the process by the
+    // default action, leaving the file and the wrong exit code. The daemon handles its
+    // own signals.
+    if !matches!(cli.command, Command::Daemon(_)) {
+        engine::cleanup::install();
+    }
     match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

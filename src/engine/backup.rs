@@ -503,8 +503,9 @@ pub fn run(
     ));
 
     let key = catalog::artifact_key(target, &id, &spec.name);
-    let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
+    // The cleanup first: a signal right after the first byte is stored must find it.
     let interrupted = InterruptCleanup::new(t, &storages, &id);
+    let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
     let mut dump = engine.start_dump()?;
     let mut progress = ui.progress(&format!("{target} {id}"), None);
     let level = tcfg.compression_level.unwrap_or(6);
