@@ -9,25 +9,12 @@
 //! backup's dependencies are kept, and so extended, with it: they are locked as a whole.
 
 use crate::engine::catalog;
-use crate::engine::prune::Prune;
+use crate::engine::prune::{LockNote, Prune};
 use crate::engine::retention::Action;
 use crate::manifest::{parse_backup_id, Manifest};
 use crate::storage::Storage;
 use crate::ui::Ui;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-
-/// What `--extend-locks` did for one kept backup.
-#[derive(Debug, Clone, Serialize)]
-pub struct LockNote {
-    /// The lock every object of the backup now holds at least until.
-    pub until: DateTime<Utc>,
-    /// Objects whose lock was extended (0: all already ran long enough).
-    pub extended: usize,
-    /// Objects that could not be extended (with the first reason).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// Extends the locks of every kept backup on storages that lock. Returns how many
 /// objects were extended and the errors met (the prune fails at the end on them).

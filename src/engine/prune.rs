@@ -55,9 +55,21 @@ pub struct Entry {
     pub wal: bool,
     /// `--extend-locks`: the Object Lock this kept backup now holds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lock: Option<crate::engine::locks::LockNote>,
+    pub lock: Option<LockNote>,
     #[serde(skip)]
     pub(crate) keys: Vec<String>,
+}
+
+/// What `--extend-locks` did for one kept backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockNote {
+    /// The lock every object of the backup now holds at least until.
+    pub until: DateTime<Utc>,
+    /// Objects whose lock was extended (0: all already ran long enough).
+    pub extended: usize,
+    /// Objects that could not be extended (with the first reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 pub struct StoragePlan {
