@@ -401,6 +401,18 @@ fn object_lock_locks_at_upload_survives_prune_and_extends() {
     env.write_config(&config("locked", lock2));
     env.ok(&["prune", "pg", "--yes", "--extend-locks"]);
     assert_eq!(until(&format!("prod/pg/{second}/manifest.json")), extended);
+
+    // WAL segments are locked at upload too (a physical target's wal-push).
+    env.write_config(
+        &config("locked", lock2).replace("format = \"plain\"\n", "kind = \"physical\"\n"),
+    );
+    let seg = env.path().join("000000010000000000000007");
+    let mut data = vec![7u8; 16 * 1024 * 1024];
+    data[..8].copy_from_slice(b"walwalwa");
+    std::fs::write(&seg, data).unwrap();
+    env.ok(&["wal-push", "pg", seg.to_str().unwrap()]);
+    let u = until("prod/pg/wal/00000001/000000010000000000000007.gz");
+    assert!(u > now + chrono::Duration::hours(47), "{u}");
 }
 
 /// The ransomware runbook: with the backup role's keys an attacker deletes every

@@ -542,4 +542,52 @@ storages = ["local", "s3"]
             "{e}"
         );
     }
+
+    #[test]
+    fn object_lock_period_and_copy_keys_are_checked() {
+        let s3 = "[storages.s3]\ntype = \"s3\"\nbucket = \"b\"\n";
+        let t = "[targets.pg]\nengine = \"postgres\"\nstorages = [\"s3\"]\n";
+        let lock = |l: &str, ret: &str| format!("{s3}{ret}[storages.s3.object_lock]\n{l}\n{t}");
+        let day = 86_400;
+        let cfg = Config::parse(&lock("mode = \"GOVERNANCE\"\ndays = 30", ""), "b.toml").unwrap();
+        assert_eq!(
+            cfg.lock_period("s3"),
+            Ok(Some(std::time::Duration::from_secs(30 * day)))
+        );
+        // until = "retention": the longest rule, counting one more calendar period.
+        let cfg = Config::parse(
+            &lock(
+                "mode = \"COMPLIANCE\"\nuntil = \"retention\"",
+                "retention = { keep_daily = 7, keep_within = \"3d\", keep_last = 100 }\n",
+            ),
+            "b.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.lock_period("s3"),
+            Ok(Some(std::time::Duration::from_secs(8 * day)))
+        );
+        let e = err(&lock(
+            "mode = \"COMPLIANCE\"\nuntil = \"retention\"",
+            "retention = { keep_last = 3 }\n",
+        ));
+        assert!(
+            e.contains("storages.s3.object_lock.until") && e.contains("time bound"),
+            "{e}"
+        );
+        let e = err(&lock("mode = \"governance\"\ndays = 3", ""));
+        assert!(e.contains("object_lock.mode"), "{e}");
+        let e = err(&lock(
+            "mode = \"GOVERNANCE\"\ndays = 3\nuntil = \"retention\"",
+            "",
+        ));
+        assert!(e.contains("exactly one"), "{e}");
+        let e = err(&format!("{s3}{t}copy_after_run = [\"s3\"]\n"));
+        assert!(
+            e.contains("targets.pg.copy_after_run") && e.contains("own storages"),
+            "{e}"
+        );
+        let e = err(&format!("{s3}{t}copy_to = [\"gcs\"]\n"));
+        assert!(e.contains("targets.pg.copy_to") && e.contains("gcs"), "{e}");
+    }
 }

@@ -97,6 +97,11 @@ pub struct S3Config {
     /// Attempts per request, with backoff on throttling and 5xx (default 5).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// How long a request may wait for the store to answer (connecting, or between
+    /// bytes of a response) before the attempt fails and is retried (default 60): a
+    /// stalled endpoint fails the command instead of hanging it.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
     /// Extra object tags added to every object.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -202,6 +207,9 @@ impl StorageConfig {
                         ))
                     }
                 }
+            }
+            if s3.timeout_seconds == Some(0) {
+                return Err(bad("timeout_seconds", "must be at least 1".into()));
             }
             if s3.concurrency == Some(0) {
                 return Err(bad("concurrency", "must be at least 1".into()));

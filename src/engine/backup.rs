@@ -261,9 +261,10 @@ impl<'s> Upload<'s> {
                     }
                 })
                 .and_then(|_| match manifest {
-                    Some((key, bytes, meta)) => {
-                        bytes(s.as_ref()).and_then(|bytes| s.put(key, &bytes, meta).map(|_| ()))
-                    }
+                    Some((key, bytes, meta)) => bytes(s.as_ref()).and_then(|bytes| {
+                        s.put(key, &bytes, &manifest::manifest_meta(meta, &bytes))
+                            .map(|_| ())
+                    }),
                     None => Ok(()),
                 });
             match res {

@@ -227,7 +227,7 @@ fn copy_backup(
     // Last: the destination's own manifest (its encryption, its stored digests).
     let key = artifact_key(&m.target, &m.id, MANIFEST_FILE);
     let json = m.for_storage(dst).to_json()?;
-    dst.put(&key, &json, &meta)
+    dst.put(&key, &json, &crate::manifest::manifest_meta(&meta, &json))
         .with_context(|| format!("writing {key} on `{}`", dst.name()))?;
     b.objects_copied += 1;
     Ok(())

@@ -109,7 +109,7 @@ pub fn run(
             match m
                 .for_storage(s.as_ref())
                 .to_json()
-                .and_then(|b| s.put(&key, &b, &meta))
+                .and_then(|b| s.put(&key, &b, &manifest::manifest_meta(&meta, &b)))
             {
                 Ok(_) => {
                     ui.info(format!(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clickhouse_server;
+pub mod faults;
 pub mod physical;
 pub mod redis_server;
 

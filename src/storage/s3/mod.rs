@@ -109,9 +109,13 @@ impl S3Storage {
                 .with_max_attempts(cfg.max_attempts.unwrap_or(5).max(1))
                 .with_initial_backoff(std::time::Duration::from_millis(200)),
         );
+        // A store that accepts and then never answers must fail the attempt (which the
+        // retry policy may repeat), never hang the command.
+        let t = std::time::Duration::from_secs(cfg.timeout_seconds.unwrap_or(60));
         b = b.timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(std::time::Duration::from_secs(10))
+                .connect_timeout(t.min(std::time::Duration::from_secs(10)))
+                .read_timeout(t)
                 .build(),
         );
         Ok(Client::from_conf(b.build()))
