@@ -219,3 +219,75 @@ fn a_manifest_edited_by_hand_fails_verify() {
         "{out}{err}"
     );
 }
+
+/// prune while a copy reads the backup prune would delete: the copy holds a shared lock
+/// on it, so prune keeps it and its plan names the reader; once the reader is gone
+/// (SIGTERM: it exits 143), the next prune removes it.
+#[test]
+fn prune_keeps_a_backup_a_reader_is_using() {
+    let pg = sample_pg();
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let proxy = FaultProxy::start(moto.port);
+    let env = Env::new();
+    env.write_config(
+        &config(
+            &pg,
+            &env,
+            &proxy.endpoint(),
+            "timeout_seconds = 60\nmax_attempts = 1",
+        )
+        .replace(
+            "path = \"",
+            "retention = { keep_last = 1, min_age = \"0s\" }\npath = \"",
+        )
+        .replace(r#"storages = ["local", "s3"]"#, r#"storages = ["local"]"#),
+    );
+    let first = env.ok(&["run", "pg"]).trim().to_string();
+    env.ok(&["run", "pg"]);
+    // The copy to S3 stalls (the store never answers) while holding `first`.
+    proxy.stall_all(true);
+    let mut copy = env
+        .std_cmd()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["copy", "pg", &first, "--from", "local", "--to", "s3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.path().join("copy.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let lock = env.path().join(format!("state/readers/pg/{first}.lock"));
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains("backup copy")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the copy never held the backup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(copy.try_wait().unwrap().is_none(), "the copy ended early");
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&["prune", "pg", "--yes", "--json"])).unwrap();
+    let e = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == first.as_str())
+        .unwrap();
+    assert_eq!(e["action"], "keep", "{plan}");
+    assert!(e["reasons"].to_string().contains("backup copy"), "{plan}");
+    assert_eq!(listed(&env, "local"), 2);
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(copy.id() as i32, 15) };
+    assert_eq!(copy.wait().unwrap().code(), Some(143));
+    proxy.stall_all(false);
+    env.ok(&["prune", "pg", "--yes"]);
+    assert_eq!(listed(&env, "local"), 1);
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}

@@ -114,7 +114,15 @@ pub fn run(
     let mut out = Vec::new();
     for name in to {
         let dst = storage::open(cfg, name)?;
-        let res = copy::copy(target, src.as_ref(), dst.as_ref(), which, dry_run, ui);
+        let res = copy::copy(
+            target,
+            src.as_ref(),
+            dst.as_ref(),
+            which,
+            dry_run,
+            &cfg.state_dir(),
+            ui,
+        );
         if !dry_run {
             let acts: Vec<Act> = match &res {
                 Ok(r) => r

@@ -85,6 +85,8 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
             }
             for m in chosen {
                 ui.info(format!("verifying {t} {} on `{sname}`", m.id));
+                let _reading =
+                    crate::engine::readers::read(&cfg.state_dir(), t, &m.id, "backup verify")?;
                 let r = verify::verify_backup(s.as_ref(), m, engine.logical());
                 if !args.json {
                     print_report(&r, ui);

@@ -84,6 +84,7 @@ pub fn copy(
     dst: &dyn Storage,
     which: &Which,
     dry_run: bool,
+    state_dir: &std::path::Path,
     ui: &Ui,
 ) -> Result<CopyReport> {
     if src.name() == dst.name() {
@@ -107,6 +108,15 @@ pub fn copy(
                 src.name()
             ))
         })?],
+    };
+    // Held from here until the copy is done: a prune keeps these source backups.
+    let _reading = if dry_run {
+        vec![]
+    } else {
+        chosen
+            .iter()
+            .map(|m| crate::engine::readers::read(state_dir, target, &m.id, "backup copy"))
+            .collect::<Result<Vec<_>>>()?
     };
     let there: BTreeSet<String> = catalog::scan(dst, target)
         .with_context(|| format!("listing {target} on `{}`", dst.name()))?
@@ -374,6 +384,10 @@ mod tests {
         Ui::new(true, true)
     }
 
+    fn state() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("backup-copy-test-{}", std::process::id()))
+    }
+
     fn backup(s: &MemoryStorage, id: &str, body: &[u8]) -> Manifest {
         let at = parse_backup_id(id).unwrap();
         let m = Manifest {
@@ -422,11 +436,11 @@ mod tests {
             .unwrap();
         backup(&src, "20261130T010000Z", b"one");
         backup(&src, "20261130T020000Z", b"two");
-        let r = copy("pg", &src, &dst, &Which::All, false, &ui()).unwrap();
+        let r = copy("pg", &src, &dst, &Which::All, false, &state(), &ui()).unwrap();
         assert_eq!(r.archive.objects_copied, 1);
         assert!(r.backups.iter().all(|b| b.action == "copied"), "{r:?}");
         assert_eq!(catalog::scan(&dst, "pg").unwrap().backups.len(), 2);
-        let again = copy("pg", &src, &dst, &Which::All, false, &ui()).unwrap();
+        let again = copy("pg", &src, &dst, &Which::All, false, &state(), &ui()).unwrap();
         assert!(again.backups.iter().all(|b| b.action == "skipped"));
         assert_eq!(again.archive.objects_copied, 0);
     }
@@ -438,7 +452,16 @@ mod tests {
         let m = backup(&src, "20261130T010000Z", b"good bytes");
         let key = artifact_key("pg", &m.id, &m.artifacts[0].name);
         src.put(&key, b"bad bytes!", &PutMeta::default()).unwrap();
-        let r = copy("pg", &src, &dst, &Which::One("latest".into()), false, &ui()).unwrap();
+        let r = copy(
+            "pg",
+            &src,
+            &dst,
+            &Which::One("latest".into()),
+            false,
+            &state(),
+            &ui(),
+        )
+        .unwrap();
         assert_eq!(r.backups[0].action, "failed");
         assert!(r.backups[0].error.as_deref().unwrap().contains("damaged"));
         assert!(dst.head(&key).unwrap().is_none());
@@ -452,7 +475,7 @@ mod tests {
         let m = backup(&src, "20261130T010000Z", b"payload");
         let key = artifact_key("pg", &m.id, &m.artifacts[0].name);
         dst.put(&key, b"payload", &PutMeta::default()).unwrap();
-        let r = copy("pg", &src, &dst, &Which::All, false, &ui()).unwrap();
+        let r = copy("pg", &src, &dst, &Which::All, false, &state(), &ui()).unwrap();
         assert_eq!(r.backups[0].objects_kept, 1);
         assert_eq!(r.backups[0].objects_copied, 1); // the manifest
     }
@@ -464,7 +487,7 @@ mod tests {
         src.put("pg/wal/00000001/seg.gz", b"wal", &PutMeta::default())
             .unwrap();
         backup(&src, "20261130T010000Z", b"one");
-        let r = copy("pg", &src, &dst, &Which::All, true, &ui()).unwrap();
+        let r = copy("pg", &src, &dst, &Which::All, true, &state(), &ui()).unwrap();
         assert_eq!(r.backups[0].action, "would copy");
         assert!(dst.list("").unwrap().is_empty());
     }

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod lock;
 pub mod locks;
 pub mod prune;
+pub mod readers;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

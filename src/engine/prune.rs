@@ -81,6 +81,25 @@ pub struct StoragePlan {
     /// Newest first.
     pub entries: Vec<Entry>,
     pub(crate) handle: Box<dyn Storage>,
+    /// Exclusive holds on the backups to remove, until the prune is done.
+    held: Vec<crate::engine::readers::BackupLock>,
+}
+
+/// Takes every backup to remove exclusively; one a reader (restore, test-restore,
+/// pitr, copy, verify) holds is kept instead, and the plan says by whom.
+fn hold_removals(p: &mut StoragePlan, state_dir: &std::path::Path) {
+    for e in p.entries.iter_mut() {
+        if e.action != Action::Remove || e.wal {
+            continue;
+        }
+        match crate::engine::readers::for_removal(state_dir, &p.target, &e.id) {
+            Ok(l) => p.held.push(l),
+            Err(holder) => {
+                e.action = Action::Keep;
+                e.reasons.push(format!("in use, kept: {holder}"));
+            }
+        }
+    }
 }
 
 impl StoragePlan {
@@ -198,7 +217,10 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
                 }
             };
             match plan_storage(handle, t, archive.as_deref(), &policy, req.now) {
-                Ok(p) => plans.push(p),
+                Ok(mut p) => {
+                    hold_removals(&mut p, &cfg.state_dir());
+                    plans.push(p)
+                }
                 Err(e) => errors.push(format!("storage `{sname}`: {e:#}")),
             }
         }
@@ -298,6 +320,7 @@ fn plan_storage(
         empty_policy: policy.is_empty(),
         entries,
         handle,
+        held: vec![],
     })
 }
 

@@ -226,6 +226,9 @@ pub fn restore(
 ) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
     let (storage, m) = locate_in(t, &req.which, req.storage.as_deref(), req.deleted)?;
+    // Held until the restore is done: a prune keeps this backup meanwhile.
+    let _reading =
+        crate::engine::readers::read(&t.config.state_dir(), t.name, &m.id, "backup restore")?;
     req.opts.backup_id = Some(m.id.clone());
     let database = engine
         .restore_precheck(&req.opts, &m.format)

@@ -119,6 +119,8 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
     let found = physical_catalog(&storages, &req.target)?;
     let chosen = choose(&found, &req)?;
     let m = chosen.m.clone();
+    let _reading =
+        crate::engine::readers::read(&t.config.state_dir(), t.name, &m.id, "backup pitr")?;
     let storage = &storages[chosen.storage];
     let seg = seg_size_of(&m);
     let mut archive = Archive::default();
