@@ -242,7 +242,7 @@ fn tamper(env: &Env, id: &str, f: impl FnOnce(&mut Vec<u8>)) {
     let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
     m["artifacts"][0]["size_bytes"] = json!(bytes.len());
     m["artifacts"][0]["sha256"] = json!(hex::encode(sha2::Sha256::digest(&bytes)));
-    std::fs::write(&mp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    write_manifest(&mp, &serde_json::to_vec_pretty(&m).unwrap());
 }
 
 fn assert_no_secret(t: &Tools, texts: &[&str]) {

@@ -826,3 +826,20 @@ pub fn promtool_check_metrics(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Writes a local backup's manifest as the tool would (for crafted backups): the JSON,
+/// and its SHA-256 in the side file `verify` checks it against.
+pub fn write_manifest(path: &Path, bytes: &[u8]) {
+    use sha2::Digest;
+    std::fs::write(path, bytes).unwrap();
+    let side = path.with_file_name(".meta-manifest.json.json");
+    let mut meta: std::collections::BTreeMap<String, String> = std::fs::read(&side)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    meta.insert(
+        "manifest-sha256".into(),
+        hex::encode(sha2::Sha256::digest(bytes)),
+    );
+    std::fs::write(&side, serde_json::to_vec(&meta).unwrap()).unwrap();
+}
