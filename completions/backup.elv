@@ -103,6 +103,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --yes 'Do not ask for confirmation'
             cand --dry-run 'Print the plan and change nothing'
             cand --no-check 'Skip comparing restored row counts with the manifest'
+            cand --no-analyze 'PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty planner statistics until autovacuum gets round to them)'
             cand --json 'Print the outcome as JSON on stdout'
             cand -q 'Only warnings and errors on stderr'
             cand --quiet 'Only warnings and errors on stderr'

@@ -84,6 +84,7 @@ complete -c backup -n "__fish_backup_using_subcommand restore" -l by-file -d 'Re
 complete -c backup -n "__fish_backup_using_subcommand restore" -s y -l yes -d 'Do not ask for confirmation'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l dry-run -d 'Print the plan and change nothing'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l no-check -d 'Skip comparing restored row counts with the manifest'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l no-analyze -d 'PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty planner statistics until autovacuum gets round to them)'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l json -d 'Print the outcome as JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand restore" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l no-progress -d 'No progress bars (log lines only)'

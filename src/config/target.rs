@@ -147,6 +147,9 @@ pub struct TestRestoreConfig {
     /// Redis: keys that must exist in the restored data (in any logical database).
     #[serde(default)]
     pub must_exist: Option<Vec<String>>,
+    /// Queries run on the restored data after the checks, each timed (PostgreSQL).
+    #[serde(default)]
+    pub benchmark_sql: Option<Vec<String>>,
 }
 
 impl TestRestoreConfig {
@@ -166,6 +169,10 @@ impl TestRestoreConfig {
                 .or_else(|| base.freshness_max_lag.clone()),
             checks_sql: self.checks_sql.clone().or_else(|| base.checks_sql.clone()),
             must_exist: self.must_exist.clone().or_else(|| base.must_exist.clone()),
+            benchmark_sql: self
+                .benchmark_sql
+                .clone()
+                .or_else(|| base.benchmark_sql.clone()),
         }
     }
 }
@@ -191,6 +198,14 @@ impl TestRestoreConfig {
         }
         if self.must_exist.iter().flatten().any(String::is_empty) {
             return Err("must_exist: an empty key name; list the keys, e.g. must_exist = [\"config:global\"]".into());
+        }
+        if self
+            .benchmark_sql
+            .iter()
+            .flatten()
+            .any(|q| q.trim().is_empty())
+        {
+            return Err("benchmark_sql: an empty query; list the queries, e.g. benchmark_sql = [\"SELECT count(*) FROM orders WHERE created_at > now() - interval '1 day'\"]".into());
         }
         Ok(())
     }
