@@ -51,6 +51,12 @@ pub struct Config {
     /// starts and reloads.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// Also send each audit line to syslog (facility authpriv), on `audit_syslog_socket`.
+    #[serde(default)]
+    pub audit_syslog: bool,
+    /// The local syslog socket (default `/dev/log`).
+    #[serde(default)]
+    pub audit_syslog_socket: Option<PathBuf>,
     /// `backup daemon`: HTTP listener, concurrency, jitter, grace period, health age.
     #[serde(default)]
     pub daemon: Option<DaemonConfig>,
