@@ -124,7 +124,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --help 'Print help'
         }
         &'backup;status'= {
-            cand --max-age 'Oldest acceptable newest backup, per target and storage (exit 7 when older)'
+            cand --max-age 'Oldest acceptable newest backup, per target and storage (exit 7 when older; default: each target''s `max_age`, else 26h)'
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --json 'Print JSON on stdout'

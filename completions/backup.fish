@@ -96,7 +96,7 @@ complete -c backup -n "__fish_backup_using_subcommand test-restore" -l json -d '
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -s h -l help -d 'Print help'
-complete -c backup -n "__fish_backup_using_subcommand status" -l max-age -d 'Oldest acceptable newest backup, per target and storage (exit 7 when older)' -r
+complete -c backup -n "__fish_backup_using_subcommand status" -l max-age -d 'Oldest acceptable newest backup, per target and storage (exit 7 when older; default: each target\'s `max_age`, else 26h)' -r
 complete -c backup -n "__fish_backup_using_subcommand status" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand status" -l json -d 'Print JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand status" -s q -l quiet -d 'Only warnings and errors on stderr'

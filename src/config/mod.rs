@@ -261,6 +261,9 @@ impl Config {
                 tr.validate()
                     .map_err(|m| bad(format!("targets.{name}.test_restore"), m))?;
             }
+            if let Some(a) = &t.max_age {
+                crate::duration::parse(a).map_err(|e| bad(format!("targets.{name}.max_age"), e))?;
+            }
             if let Some(l) = t.compression_level {
                 if !(1..=9).contains(&l) {
                     return Err(bad(

@@ -54,6 +54,10 @@ pub struct TargetConfig {
     /// Reserved for `backup copy`, which does not exist yet: refused with one line.
     #[serde(default)]
     pub copy_schedule: Option<String>,
+    /// The oldest acceptable newest backup for `backup status` and `/healthz` (default:
+    /// `[daemon] max_age` for /healthz, else 26h; `status --max-age` overrides it).
+    #[serde(default)]
+    pub max_age: Option<String>,
     /// The engine's own keys (`url`, `password_file`, `format`...), checked by the
     /// engine when the configuration is loaded.
     #[serde(flatten)]
@@ -78,6 +82,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "test_restore_schedule",
     "prune_schedule",
     "copy_schedule",
+    "max_age",
 ];
 
 impl TargetConfig {
@@ -100,6 +105,7 @@ impl TargetConfig {
             test_restore_schedule: None,
             prune_schedule: None,
             copy_schedule: None,
+            max_age: None,
             options: toml::Table::new(),
         }
     }
