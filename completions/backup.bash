@@ -675,7 +675,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__restore)
-            opts="-y -c -q -h --storage --to-database --table --drop --clean --to-uri --to-url --ns-include --ns-from --ns-to --db --match --flush --by-file --jobs --yes --dry-run --no-check --temp-dir --deleted --json --config --quiet --no-progress --help"
+            opts="-y -c -q -h --storage --to-database --table --drop --clean --to-uri --to-url --ns-include --ns-from --ns-to --db --match --flush --by-file --jobs --yes --dry-run --no-check --no-analyze --temp-dir --deleted --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

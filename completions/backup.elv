@@ -106,6 +106,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --yes 'Do not ask for confirmation'
             cand --dry-run 'Print the plan and change nothing'
             cand --no-check 'Skip comparing restored row counts with the manifest'
+            cand --no-analyze 'PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty planner statistics until autovacuum gets round to them)'
             cand --deleted 'Ransomware runbook: restore from the versions a delete marker hides on a versioned S3 storage (with --storage; see `backup list --deleted`)'
             cand --json 'Print the outcome as JSON on stdout'
             cand -q 'Only warnings and errors on stderr'
@@ -127,7 +128,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --help 'Print help'
         }
         &'backup;status'= {
-            cand --max-age 'Oldest acceptable newest backup, per target and storage (exit 7 when older)'
+            cand --max-age 'Oldest acceptable newest backup, per target and storage (exit 7 when older; default: each target''s `max_age`, else 26h)'
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --json 'Print JSON on stdout'

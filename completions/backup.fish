@@ -87,6 +87,7 @@ complete -c backup -n "__fish_backup_using_subcommand restore" -l by-file -d 'Re
 complete -c backup -n "__fish_backup_using_subcommand restore" -s y -l yes -d 'Do not ask for confirmation'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l dry-run -d 'Print the plan and change nothing'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l no-check -d 'Skip comparing restored row counts with the manifest'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l no-analyze -d 'PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty planner statistics until autovacuum gets round to them)'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l deleted -d 'Ransomware runbook: restore from the versions a delete marker hides on a versioned S3 storage (with --storage; see `backup list --deleted`)'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l json -d 'Print the outcome as JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand restore" -s q -l quiet -d 'Only warnings and errors on stderr'
@@ -99,7 +100,7 @@ complete -c backup -n "__fish_backup_using_subcommand test-restore" -l json -d '
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -s h -l help -d 'Print help'
-complete -c backup -n "__fish_backup_using_subcommand status" -l max-age -d 'Oldest acceptable newest backup, per target and storage (exit 7 when older)' -r
+complete -c backup -n "__fish_backup_using_subcommand status" -l max-age -d 'Oldest acceptable newest backup, per target and storage (exit 7 when older; default: each target\'s `max_age`, else 26h)' -r
 complete -c backup -n "__fish_backup_using_subcommand status" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand status" -l json -d 'Print JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand status" -s q -l quiet -d 'Only warnings and errors on stderr'

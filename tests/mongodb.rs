@@ -36,7 +36,7 @@ impl Tools {
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(dir.path().join("state/servers")).unwrap();
-        let python = python();
+        let python = ci_python();
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/mongo/standin.py"
@@ -129,17 +129,6 @@ impl Tools {
     fn clear_calls(&self) {
         let _ = std::fs::remove_file(self.state().join("calls.jsonl"));
     }
-}
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("BACKUP_TEST_PYTHON") {
-        return p;
-    }
-    let venv = "/opt/backup-ci/venv/bin/python3";
-    if Path::new(venv).exists() {
-        return venv.into();
-    }
-    "python3".into()
 }
 
 fn sample() -> Value {

@@ -641,7 +641,7 @@ fn test_restore_of_a_physical_backup_recovers_and_checks_it() {
     open_up(&scratch);
     let cfg = std::fs::read_to_string(env.path().join("backup.toml")).unwrap();
     env.write_config(&format!(
-        "[test_restore]\ntemp_dir = \"{}\"\n{cfg}",
+        "[test_restore]\ntemp_dir = \"{}\"\nbenchmark_sql = [\"SELECT count(*) FROM parent JOIN child ON child.parent_id = parent.id\"]\n{cfg}",
         scratch.display()
     ));
     let wal_before: Vec<_> = std::fs::read_dir(env.repo().join("pg/wal"))
@@ -664,6 +664,13 @@ fn test_restore_of_a_physical_backup_recovers_and_checks_it() {
         "{names:?}"
     );
     assert!(names.contains(&"foreign_keys postgres"), "{names:?}");
+    // The benchmark runs on the recovered (read-only) copy, right after the RTO check.
+    let rto = names.iter().position(|n| *n == "rto").unwrap();
+    assert!(
+        names[rto + 1].starts_with("benchmark #1: SELECT count(*) FROM parent"),
+        "{names:?}"
+    );
+    assert_eq!(r["checks"][rto + 1]["figures"]["rows"], 1, "{out}");
     assert_eq!(
         std::fs::read_dir(&scratch).unwrap().count(),
         0,

@@ -66,6 +66,10 @@ pub struct RestoreArgs {
     /// Skip comparing restored row counts with the manifest.
     #[arg(long)]
     pub no_check: bool,
+    /// PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty
+    /// planner statistics until autovacuum gets round to them).
+    #[arg(long)]
+    pub no_analyze: bool,
     /// Where to download remote backups before restoring (default: $TMPDIR).
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
@@ -97,6 +101,7 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
             ns_include: args.ns_include.clone(),
             ns_from: args.ns_from.clone(),
             ns_to: args.ns_to.clone(),
+            no_analyze: args.no_analyze,
         },
         yes: args.yes,
         dry_run: args.dry_run,

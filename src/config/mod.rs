@@ -51,6 +51,12 @@ pub struct Config {
     /// starts and reloads.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// Also send each audit line to syslog (facility authpriv), on `audit_syslog_socket`.
+    #[serde(default)]
+    pub audit_syslog: bool,
+    /// The local syslog socket (default `/dev/log`).
+    #[serde(default)]
+    pub audit_syslog_socket: Option<PathBuf>,
     /// `backup daemon`: HTTP listener, concurrency, jitter, grace period, health age.
     #[serde(default)]
     pub daemon: Option<DaemonConfig>,
@@ -288,6 +294,9 @@ impl Config {
             if let Some(tr) = &t.test_restore {
                 tr.validate()
                     .map_err(|m| bad(format!("targets.{name}.test_restore"), m))?;
+            }
+            if let Some(a) = &t.max_age {
+                crate::duration::parse(a).map_err(|e| bad(format!("targets.{name}.max_age"), e))?;
             }
             if let Some(l) = t.compression_level {
                 if !(1..=9).contains(&l) {

@@ -60,6 +60,10 @@ pub struct TargetConfig {
     /// Storages every successful `backup run` is copied to afterwards.
     #[serde(default)]
     pub copy_after_run: Vec<String>,
+    /// The oldest acceptable newest backup for `backup status` and `/healthz` (default:
+    /// `[daemon] max_age` for /healthz, else 26h; `status --max-age` overrides it).
+    #[serde(default)]
+    pub max_age: Option<String>,
     /// The engine's own keys (`url`, `password_file`, `format`...), checked by the
     /// engine when the configuration is loaded.
     #[serde(flatten)]
@@ -86,6 +90,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "copy_schedule",
     "copy_to",
     "copy_after_run",
+    "max_age",
 ];
 
 impl TargetConfig {
@@ -110,6 +115,7 @@ impl TargetConfig {
             copy_schedule: None,
             copy_to: vec![],
             copy_after_run: vec![],
+            max_age: None,
             options: toml::Table::new(),
         }
     }
@@ -172,6 +178,9 @@ pub struct TestRestoreConfig {
     /// Redis: keys that must exist in the restored data (in any logical database).
     #[serde(default)]
     pub must_exist: Option<Vec<String>>,
+    /// Queries run on the restored data after the checks, each timed (PostgreSQL).
+    #[serde(default)]
+    pub benchmark_sql: Option<Vec<String>>,
 }
 
 impl TestRestoreConfig {
@@ -191,6 +200,10 @@ impl TestRestoreConfig {
                 .or_else(|| base.freshness_max_lag.clone()),
             checks_sql: self.checks_sql.clone().or_else(|| base.checks_sql.clone()),
             must_exist: self.must_exist.clone().or_else(|| base.must_exist.clone()),
+            benchmark_sql: self
+                .benchmark_sql
+                .clone()
+                .or_else(|| base.benchmark_sql.clone()),
         }
     }
 }
@@ -216,6 +229,14 @@ impl TestRestoreConfig {
         }
         if self.must_exist.iter().flatten().any(String::is_empty) {
             return Err("must_exist: an empty key name; list the keys, e.g. must_exist = [\"config:global\"]".into());
+        }
+        if self
+            .benchmark_sql
+            .iter()
+            .flatten()
+            .any(|q| q.trim().is_empty())
+        {
+            return Err("benchmark_sql: an empty query; list the queries, e.g. benchmark_sql = [\"SELECT count(*) FROM orders WHERE created_at > now() - interval '1 day'\"]".into());
         }
         Ok(())
     }

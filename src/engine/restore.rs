@@ -39,6 +39,8 @@ pub struct RestoreOutcome {
     pub plan: Vec<String>,
     pub tables_checked: usize,
     pub duration_seconds: f64,
+    /// Statistics rebuilt after the restore (None: the engine has none to rebuild).
+    pub analyze: Option<crate::db::Analyze>,
 }
 
 /// Finds a backup on the named storage, or on the first of the target's storages that
@@ -178,6 +180,7 @@ pub fn restore(
 
     ui.info(format!("restoring {} into `{database}`", m.id));
     engine.restore(&path, art.compression == "gzip", &req.opts)?;
+    out.analyze = rebuild_statistics(engine, &req.opts, &m, ui);
 
     if req.check_counts {
         out.tables_checked = compare_counts(engine, &req.opts, &m, &database, ui)?;
@@ -189,6 +192,42 @@ pub fn restore(
         crate::duration::human(started.elapsed())
     ));
     Ok(out)
+}
+
+/// Rebuilds the planner's statistics of what was restored. The data is in by now, so a
+/// failure is a warning (and `done: false` in the outcome), not a failed restore.
+pub fn rebuild_statistics(
+    engine: &mut dyn LogicalEngine,
+    opts: &RestoreOptions,
+    m: &Manifest,
+    ui: &Ui,
+) -> Option<crate::db::Analyze> {
+    let tables: Vec<_> = m
+        .database
+        .tables
+        .iter()
+        .filter(|t| engine.compares(opts, t))
+        .cloned()
+        .collect();
+    match engine.rebuild_statistics(opts, &tables, ui) {
+        Ok(Some(a)) => {
+            ui.info(format!("statistics: {}", a.detail));
+            Some(a)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            ui.warn(format!(
+                "restored, but rebuilding the statistics failed (the first queries may be slow; run ANALYZE): {e:#}"
+            ));
+            Some(crate::db::Analyze {
+                done: false,
+                detail: format!("failed: {e:#}"),
+                stages: 0,
+                tables: 0,
+                seconds: 0.0,
+            })
+        }
+    }
 }
 
 /// The first lines of a restore plan: which backup, from where.
@@ -375,6 +414,7 @@ pub fn present_plan(
         plan: plan.clone(),
         tables_checked: 0,
         duration_seconds: 0.0,
+        analyze: None,
     };
     for p in &plan {
         ui.info(format!("plan: {p}"));

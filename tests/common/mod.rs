@@ -843,3 +843,27 @@ pub fn write_manifest(path: &Path, bytes: &[u8]) {
     );
     std::fs::write(&side, serde_json::to_vec(&meta).unwrap()).unwrap();
 }
+
+/// The Python of the CI venv (`.ci/run` installs pymongo, PyYAML, kubernetes-validate...
+/// there): `BACKUP_TEST_PYTHON`, else /opt/backup-ci/venv/bin/python3, else python3.
+pub fn ci_python() -> String {
+    if let Ok(p) = std::env::var("BACKUP_TEST_PYTHON") {
+        return p;
+    }
+    let venv = "/opt/backup-ci/venv/bin/python3";
+    if Path::new(venv).exists() {
+        return venv.into();
+    }
+    "python3".into()
+}
+
+/// `<env>/scratch` for test-restore's temporary clusters, reachable by the cluster's OS
+/// user (`postgres` when we are root).
+pub fn scratch_dir(env: &Env) -> PathBuf {
+    let scratch = env.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for d in [env.path(), scratch.as_path()] {
+        Command::new("chmod").arg("0755").arg(d).status().unwrap();
+    }
+    scratch
+}
