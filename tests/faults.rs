@@ -348,3 +348,56 @@ fn a_full_disk_mid_backup_fails_cleanly_and_keeps_earlier_backups() {
     pg.sql("app", "DROP TABLE noise");
     env.ok(&["run", "pg"]);
 }
+
+/// SIGTERM while psql is restoring (inside its single transaction): the tool stops psql
+/// before exiting 143 (had psql seen its input end instead, it would have committed a
+/// partial restore), says so, and the database is exactly as it was before.
+#[test]
+fn a_terminated_restore_rolls_back_and_says_so() {
+    let pg = sample_pg();
+    pg.load_noise("app", 30);
+    let env = Env::new();
+    env.write_config(&local_config(&env.repo(), &pg.url("app"), "plain"));
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    pg.sql(
+        "app",
+        "CREATE TABLE after_backup (x int); INSERT INTO after_backup VALUES (1)",
+    );
+    let before = pg.fingerprint("app");
+    let child = env
+        .std_cmd()
+        .args(["restore", "pg", &id, "--clean", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let busy = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' \
+                AND application_name = 'psql' AND state <> 'idle'";
+    let t0 = Instant::now();
+    while pg.sql("postgres", busy) == "0" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "psql never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(
+        err.contains("psql stopped") && err.contains("rolled back"),
+        "{err}"
+    );
+    let t0 = Instant::now();
+    while pg.sql(
+        "postgres",
+        busy.replace(" AND state <> 'idle'", "").as_str(),
+    ) != "0"
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "psql still connected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(pg.fingerprint("app"), before);
+}

@@ -106,10 +106,27 @@ impl Postgres {
                 }
                 cmd.arg(file);
                 self.conn.apply(&mut cmd);
-                let out = cmd
+                let child = cmd
                     .stdin(Stdio::null())
-                    .output()
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
                     .context("running pg_restore")?;
+                // A signal must stop pg_restore too: left running, it would finish (or,
+                // with --single-transaction, commit) after this process said it stopped.
+                let _stop = stop_on_signal(
+                    child.id(),
+                    "pg_restore",
+                    if parallel {
+                        format!(
+                            "the new database `{}` is incomplete: drop it",
+                            db.as_deref().unwrap_or("?")
+                        )
+                    } else {
+                        "its transaction was rolled back, the database is as it was".into()
+                    },
+                );
+                let out = child.wait_with_output().context("running pg_restore")?;
                 if !out.status.success() {
                     let msg = one_paragraph(&String::from_utf8_lossy(&out.stderr));
                     let outcome = if parallel {
@@ -148,6 +165,15 @@ impl Postgres {
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped());
                 let mut child = cmd.spawn().context("starting psql")?;
+                // psql commits at the end of its input: were this process to die, the
+                // closed pipe would look like the end of the dump and a partial restore
+                // would be committed. So a signal kills psql first (the server then rolls
+                // the transaction back), and so does a failure to feed it.
+                let _stop = stop_on_signal(
+                    child.id(),
+                    "psql",
+                    "its transaction was rolled back, the database is as it was".into(),
+                );
                 let stderr = Arc::new(Mutex::new(String::new()));
                 let t = spawn_stderr_collector(child.stderr.take().unwrap(), stderr.clone());
                 let mut stdin = child.stdin.take().unwrap();
@@ -160,19 +186,39 @@ impl Postgres {
                     Box::new(f)
                 };
                 let copy = std::io::copy(&mut src, &mut stdin);
+                if copy.is_err() {
+                    // Never let psql see an end of input it would commit.
+                    let _ = child.kill();
+                }
                 drop(stdin);
                 let st = child.wait()?;
                 let _ = t.join();
                 let err = stderr.lock().unwrap().clone();
+                copy.context(
+                    "feeding the dump to psql (psql was stopped, the restore was rolled back)",
+                )?;
                 if !st.success() {
                     bail!(
                         "psql failed, the restore was rolled back: {}",
                         one_paragraph(&err)
                     );
                 }
-                copy.context("feeding the dump to psql")?;
             }
         }
         Ok(())
     }
+}
+
+/// Kills `pid` (a restore tool) when a signal stops this process, saying what state
+/// the database is left in.
+fn stop_on_signal(
+    pid: u32,
+    tool: &'static str,
+    state: String,
+) -> crate::engine::cleanup::CleanupGuard {
+    crate::engine::cleanup::CleanupGuard::new(move || {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        eprintln!("interrupted: {tool} stopped; {state}");
+    })
 }
