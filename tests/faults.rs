@@ -401,3 +401,36 @@ fn a_terminated_restore_rolls_back_and_says_so() {
     }
     assert_eq!(pg.fingerprint("app"), before);
 }
+
+/// Two runs in the same second, and a leftover folder from a killed run stamped an hour
+/// ahead (a clock stepped back since): every run gets a new id at once (no waiting for
+/// the clock), both complete, nothing is written into the leftover.
+#[test]
+fn runs_in_one_second_or_after_a_clock_step_get_distinct_ids() {
+    let (pg, env, first) = sample_backup("plain");
+    let _ = pg;
+    let second = env.ok(&["run", "pg"]).trim().to_string();
+    assert!(second > first, "{first} {second}");
+    let ahead = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let leftover = env.repo().join("pg").join(&ahead);
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("dump.sql.gz"), b"partial").unwrap();
+    let (code, err) = run_within(&env, &["run", "pg"], Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(leftover.join("dump.sql.gz")).unwrap(),
+        b"partial"
+    );
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "pg", "--json"])).unwrap();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{v}");
+    assert!(ids[2] > ahead.as_str(), "{ids:?}");
+    env.ok(&["verify", "pg", "--all"]);
+}

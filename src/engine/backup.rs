@@ -359,13 +359,17 @@ impl Drop for InterruptCleanup {
 
 /// A new backup id, later than `last` (ids sort by time; two runs within a second
 /// wait a moment rather than reuse one).
+/// A new backup id after `last` (the newest id on any storage, complete or not): the
+/// current second, or one second after `last` when that is not later. Two runs in the
+/// same second, or a clock stepped back (NTP, a VM restored), never reuse an id (and
+/// never write into a leftover folder); the manifest keeps the real start time.
 pub fn allocate_id(last: Option<&str>) -> (chrono::DateTime<chrono::Utc>, String) {
-    let mut started = chrono::Utc::now();
+    let started = chrono::Utc::now();
     let mut id = manifest::backup_id(started);
-    while last.is_some_and(|l| l >= id.as_str()) {
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        started = chrono::Utc::now();
-        id = manifest::backup_id(started);
+    if let Some(l) = last.filter(|l| *l >= id.as_str()) {
+        if let Some(t) = manifest::parse_backup_id(l) {
+            id = manifest::backup_id(t + chrono::Duration::seconds(1));
+        }
     }
     (started, id)
 }
@@ -431,9 +435,16 @@ pub fn open_and_check(
                 continue;
             }
         };
-        if let Some(m) = cat.backups.last() {
-            if last_id.as_deref().map_or(true, |l| l < m.id.as_str()) {
-                last_id = Some(m.id.clone());
+        // Leftover folders count too: a new backup must never land in one.
+        let newest = cat
+            .backups
+            .iter()
+            .map(|m| m.id.as_str())
+            .chain(cat.incomplete.iter().map(|i| i.id.as_str()))
+            .max();
+        if let Some(n) = newest {
+            if last_id.as_deref().map_or(true, |l| l < n) {
+                last_id = Some(n.to_string());
             }
         }
         if tcfg.disk_check && s.is_local() {
