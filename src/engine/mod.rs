@@ -11,6 +11,8 @@ pub mod prune;
 pub mod readers;
 pub mod restore;
 pub mod retention;
+#[cfg(test)]
+mod retention_props;
 pub mod schedule;
 pub mod status;
 pub mod stream_set;
