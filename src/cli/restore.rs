@@ -107,7 +107,7 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
         }
     }
     let mut engine = registry::open(&t)?;
-    if t.cfg.kind == "physical" {
+    if t.cfg.kind == "physical" && engine.physical().is_some() {
         return Err(crate::error::Fail::Usage(format!(
             "target `{}` takes physical backups: restore them with `backup pitr {} --data-dir DIR --target-immediate` (see docs/pitr.md)",
             t.name, t.name

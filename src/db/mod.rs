@@ -351,6 +351,21 @@ pub trait StreamSetEngine: LogicalEngine {
     /// Of the manifest's artifacts, the names a restore with `opts` reads; an error
     /// (e.g. a `--table` the backup lacks) is a usage error.
     fn needed(&self, m: &Manifest, opts: &RestoreOptions) -> Result<Vec<String>>;
+    /// The manifest's kind for this engine's backups (default: logical).
+    fn kind(&self) -> crate::manifest::Kind {
+        crate::manifest::Kind::Logical
+    }
+    /// After `facts`: the earlier backups this one reads artifacts from (artifacts it
+    /// referenced instead of storing again), for the manifest's `depends_on`.
+    fn depends_on(&self) -> Vec<String> {
+        vec![]
+    }
+    /// The backup that stores artifact `name` of backup `m` when it is not `m`'s own
+    /// (one of `m.depends_on`); None: `m` stores it.
+    fn home(&self, m: &Manifest, name: &str) -> Option<String> {
+        let _ = (m, name);
+        None
+    }
     /// Restores from verified local files (artifact name, path), as `needed` chose.
     fn restore_set(
         &mut self,

@@ -88,6 +88,20 @@ impl Client {
         Ok(s)
     }
 
+    /// [`Client::text`] with `database` as the default database of the query.
+    pub fn text_in(&self, database: &str, sql: &str) -> Result<String> {
+        let mut s = String::new();
+        match self.request(&[("database", database)]).send_string(sql) {
+            Ok(resp) => resp
+                .into_reader()
+                .take(64 << 20)
+                .read_to_string(&mut s)
+                .with_context(|| format!("reading the answer of {}", self.display()))?,
+            Err(e) => return Err(self.error(e)),
+        };
+        Ok(s)
+    }
+
     /// Runs a query whose answer is `FORMAT JSONEachRow` (appended here).
     pub fn rows(&self, sql: &str) -> Result<Vec<serde_json::Value>> {
         self.text(&format!("{sql} FORMAT JSONEachRow"))?

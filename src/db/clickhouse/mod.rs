@@ -16,10 +16,13 @@
 mod http;
 mod logical;
 pub mod native;
+mod parts;
+mod physical;
 mod schema;
+mod scratch;
 mod stream;
 
-use super::{Engine, LogicalEngine, StreamSetEngine, Target};
+use super::{Engine, LogicalEngine, ScratchEngine, StreamSetEngine, Target};
 use crate::config::TargetConfig;
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -52,6 +55,10 @@ pub struct Options {
     /// CA certificate(s) (PEM) to check an https server's certificate.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Part-level backups: the server's data folder as this host sees it (default:
+    /// the server's own, from `system.tables.data_path`).
+    #[serde(default)]
+    pub data_path: Option<PathBuf>,
 }
 
 const URL_HINT: &str = "write http://HOST:8123 or https://HOST:8443";
@@ -59,20 +66,23 @@ const URL_HINT: &str = "write http://HOST:8123 or https://HOST:8443";
 impl Options {
     /// Checks what the keys' types cannot: (key under the target, message).
     pub fn validate(&self, t: &TargetConfig) -> std::result::Result<(), (String, String)> {
-        if t.kind != "logical" {
+        if !matches!(t.kind.as_str(), "logical" | "physical") {
             return Err((
                 "kind".into(),
                 format!(
-                    "`{}`: this version takes logical ClickHouse backups only; remove `kind` or write kind = \"logical\"",
+                    "`{}`: a ClickHouse target is kind = \"logical\" (the default) or \"physical\" (part-level, on the ClickHouse host)",
                     t.kind
                 ),
             ));
         }
-        if t.test_restore.is_some() {
+        if self.data_path.is_some() && t.kind != "physical" {
             return Err((
-                "test_restore".into(),
-                "test-restore is not available for ClickHouse targets in this version; remove [targets.NAME.test_restore]".into(),
+                "data_path".into(),
+                "is for part-level backups (kind = \"physical\")".into(),
             ));
+        }
+        if let Some(u) = t.test_restore.as_ref().and_then(|tr| tr.url.as_deref()) {
+            parse_url(u).map_err(|e| ("test_restore".to_string(), format!("url: {e:#}")))?;
         }
         let url = parse_url(self.url.as_deref().unwrap_or(DEFAULT_URL))
             .map_err(|e| ("url".to_string(), format!("{e:#}")))?;
@@ -138,25 +148,67 @@ fn client(o: &Options) -> Result<http::Client> {
 
 /// The ClickHouse engine of one target.
 pub struct ClickHouse {
+    o: Options,
     logical: logical::Logical,
+    /// A `kind = "physical"` target's part-level engine.
+    physical: Option<physical::Physical>,
 }
 
 impl ClickHouse {
     pub fn new(t: &Target) -> Result<ClickHouse> {
         let o: Options = super::registry::options(t.config, t.name, t.cfg)?;
         let c = client(&o)?;
+        let physical = (t.cfg.kind == "physical").then(|| {
+            physical::Physical::new(
+                logical::Logical::new(o.clone(), c.clone()),
+                o.data_path.clone(),
+                t,
+            )
+        });
         Ok(ClickHouse {
+            o: o.clone(),
             logical: logical::Logical::new(o, c),
+            physical,
         })
+    }
+
+    /// An engine of backup `m`'s kind that restores into `<prefix><database>` on `c`.
+    /// `own_server`: `c` is the target's server (whose `data_path` applies).
+    fn scratch_engine(
+        &self,
+        t: &Target,
+        m: &crate::manifest::Manifest,
+        c: http::Client,
+        prefix: String,
+        own_server: bool,
+    ) -> Box<dyn StreamSetEngine> {
+        let l = logical::Logical::scratch(self.o.clone(), c, prefix);
+        match m.kind {
+            crate::manifest::Kind::Logical => Box::new(l),
+            crate::manifest::Kind::Physical => Box::new(physical::Physical::new(
+                l,
+                self.o.data_path.clone().filter(|_| own_server),
+                t,
+            )),
+        }
     }
 }
 
 impl Engine for ClickHouse {
     fn logical(&mut self) -> &mut dyn LogicalEngine {
-        &mut self.logical
+        match &mut self.physical {
+            Some(p) => p,
+            None => &mut self.logical,
+        }
     }
     fn stream_set(&mut self) -> Option<&mut dyn StreamSetEngine> {
-        Some(&mut self.logical)
+        match &mut self.physical {
+            Some(p) => Some(p),
+            None => Some(&mut self.logical),
+        }
+    }
+    fn scratch(&mut self) -> Option<&mut dyn ScratchEngine> {
+        Some(self)
     }
 }
 
