@@ -367,3 +367,39 @@ fn part_level_backups_refuse_a_data_path_they_cannot_read() {
     );
     assert!(shadow_left(&ch).is_empty());
 }
+
+/// kind = "native" needs ClickHouse 22.8+ (BACKUP ... TO S3). Only 18.16 runs here, so
+/// this is the one part of native mode tested against a real server: the refusal,
+/// before any storage is touched. The SQL itself was never run against a real server.
+#[test]
+fn native_mode_refuses_this_18_16_server_in_one_line() {
+    let ch = ClickHouseServer::start();
+    load(&ch);
+    let env = Env::new();
+    env.write_config(&format!(
+        r#"
+[storages.s3]
+type = "s3"
+bucket = "ch-backups"
+endpoint = "http://127.0.0.1:1"
+region = "us-east-1"
+
+[targets.analytics]
+engine = "clickhouse"
+kind = "native"
+url = "{}"
+storages = ["s3"]
+"#,
+        ch.url()
+    ));
+    let (code, _, err) = env.run(&["run", "analytics"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ClickHouse 18.16.1")
+            && err.contains("needs ClickHouse 22.8 or later")
+            && err.contains("kind = \"logical\"")
+            && err.contains("kind = \"physical\""),
+        "{err}"
+    );
+}

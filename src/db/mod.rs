@@ -344,6 +344,10 @@ pub trait StreamSetEngine: LogicalEngine {
     fn as_logical(&mut self) -> &mut dyn LogicalEngine;
     /// After `precheck`: the streams of this backup, in the order to take them.
     fn streams(&mut self) -> Result<Vec<ArtifactSpec>>;
+    /// The backup's id, once allocated (after `streams`, before the first stream).
+    fn begin(&mut self, id: &str) {
+        let _ = id;
+    }
     /// Opens one stream; its `finish` reports what it counted (tables, rows).
     fn open_stream(&mut self, name: &str) -> Result<Box<dyn DumpStream>>;
     /// The manifest's facts, from every stream's facts (in `streams` order).

@@ -37,6 +37,7 @@ pub fn run(
     let streams = engine.streams()?;
     let (storages, last_id, left_out) = open_and_check(t, info.size_bytes, ui)?;
     let (started, id) = allocate_id(last_id.as_deref());
+    engine.begin(&id);
     let meta = object_meta(target, &tcfg.engine, &id, tag);
     ui.info(format!(
         "backup {target} {id}: {} stream(s) of {} ({}) to {}",

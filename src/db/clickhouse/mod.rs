@@ -16,10 +16,12 @@
 mod http;
 mod logical;
 pub mod native;
+mod native_kind;
 mod parts;
 mod physical;
 mod schema;
 mod scratch;
+mod server_backup;
 mod stream;
 
 use super::{Engine, LogicalEngine, ScratchEngine, StreamSetEngine, Target};
@@ -66,11 +68,11 @@ const URL_HINT: &str = "write http://HOST:8123 or https://HOST:8443";
 impl Options {
     /// Checks what the keys' types cannot: (key under the target, message).
     pub fn validate(&self, t: &TargetConfig) -> std::result::Result<(), (String, String)> {
-        if !matches!(t.kind.as_str(), "logical" | "physical") {
+        if !matches!(t.kind.as_str(), "logical" | "physical" | "native") {
             return Err((
                 "kind".into(),
                 format!(
-                    "`{}`: a ClickHouse target is kind = \"logical\" (the default) or \"physical\" (part-level, on the ClickHouse host)",
+                    "`{}`: a ClickHouse target is kind = \"logical\" (the default), \"physical\" (part-level, on the ClickHouse host) or \"native\" (BACKUP ... TO S3, ClickHouse 22.8+)",
                     t.kind
                 ),
             ));
@@ -150,25 +152,28 @@ fn client(o: &Options) -> Result<http::Client> {
 pub struct ClickHouse {
     o: Options,
     logical: logical::Logical,
-    /// A `kind = "physical"` target's part-level engine.
-    physical: Option<physical::Physical>,
+    /// A `kind = "physical"` (part-level) or `"native"` (BACKUP SQL) target's engine.
+    other: Option<Box<dyn StreamSetEngine>>,
 }
 
 impl ClickHouse {
     pub fn new(t: &Target) -> Result<ClickHouse> {
         let o: Options = super::registry::options(t.config, t.name, t.cfg)?;
         let c = client(&o)?;
-        let physical = (t.cfg.kind == "physical").then(|| {
-            physical::Physical::new(
-                logical::Logical::new(o.clone(), c.clone()),
+        let l = || logical::Logical::new(o.clone(), c.clone());
+        let other: Option<Box<dyn StreamSetEngine>> = match t.cfg.kind.as_str() {
+            "physical" => Some(Box::new(physical::Physical::new(
+                l(),
                 o.data_path.clone(),
                 t,
-            )
-        });
+            ))),
+            "native" => Some(Box::new(native_kind::NativeKind::new(l(), t))),
+            _ => None,
+        };
         Ok(ClickHouse {
-            o: o.clone(),
-            logical: logical::Logical::new(o, c),
-            physical,
+            logical: l(),
+            o,
+            other,
         })
     }
 
@@ -183,6 +188,9 @@ impl ClickHouse {
         own_server: bool,
     ) -> Box<dyn StreamSetEngine> {
         let l = logical::Logical::scratch(self.o.clone(), c, prefix);
+        if m.format == native_kind::FORMAT {
+            return Box::new(native_kind::NativeKind::new(l, t));
+        }
         match m.kind {
             crate::manifest::Kind::Logical => Box::new(l),
             crate::manifest::Kind::Physical => Box::new(physical::Physical::new(
@@ -196,14 +204,14 @@ impl ClickHouse {
 
 impl Engine for ClickHouse {
     fn logical(&mut self) -> &mut dyn LogicalEngine {
-        match &mut self.physical {
-            Some(p) => p,
+        match &mut self.other {
+            Some(e) => e.as_logical(),
             None => &mut self.logical,
         }
     }
     fn stream_set(&mut self) -> Option<&mut dyn StreamSetEngine> {
-        match &mut self.physical {
-            Some(p) => Some(p),
+        match &mut self.other {
+            Some(e) => Some(e.as_mut()),
             None => Some(&mut self.logical),
         }
     }
