@@ -155,6 +155,52 @@ fn test_restore_with_a_failing_check_exits_6_and_still_drops_the_scratch() {
     assert_eq!(databases(&ch), before, "the scratch databases were dropped");
 }
 
+#[test]
+fn sigterm_during_test_restore_drops_the_scratch_databases() {
+    let ch = ClickHouseServer::start();
+    load(&ch);
+    let env = Env::new();
+    // Slow checks keep the scratch databases alive long enough to be interrupted.
+    with_checks(
+        &env,
+        &ch,
+        "SELECT sleep(3) = 0;\nSELECT sleep(3) = 0;\nSELECT sleep(3) = 0",
+        "",
+    );
+    let before = databases(&ch);
+    run_id(&env);
+    let child = env
+        .std_cmd()
+        .args(["test-restore", "analytics"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !databases(&ch)
+        .iter()
+        .any(|d| d.starts_with("backup_test_restore_"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scratch database appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + 15), "{err}");
+    assert_eq!(
+        databases(&ch),
+        before,
+        "the scratch databases were dropped: {err}"
+    );
+}
+
 fn physical(env: &Env, ch: &ClickHouseServer, extra: &str) {
     config(env, &ch.url(), &format!("kind = \"physical\"\n{extra}"));
 }
