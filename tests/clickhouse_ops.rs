@@ -160,7 +160,8 @@ fn sigterm_during_test_restore_drops_the_scratch_databases() {
     let ch = ClickHouseServer::start();
     load(&ch);
     let env = Env::new();
-    // Slow checks keep the scratch databases alive long enough to be interrupted.
+    // Interrupted the moment the first scratch database appears (mid-restore: a DROP
+    // then races the restore's own statements); slow checks widen the window.
     with_checks(
         &env,
         &ch,
@@ -396,6 +397,21 @@ fn a_second_part_level_backup_stores_only_new_parts_and_prune_keeps_what_it_need
         .join("manifest.json")
         .exists());
     assert!(out.contains(&format!("needed by {second}")), "{out}");
+
+    // verify says so when the backup a kept one depends on is gone.
+    let (code, _, err) = env.run(&["verify", "analytics", &second]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("depends on {first}: present")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(env.repo().join("analytics").join(&first)).unwrap();
+    let (code, _, err) = env.run(&["verify", "analytics", &second]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!("depends on backup {first}, which is missing")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -448,4 +464,34 @@ storages = ["s3"]
             && err.contains("kind = \"physical\""),
         "{err}"
     );
+}
+
+#[test]
+fn test_restore_of_a_part_level_backup_on_test_restore_url() {
+    let ch = ClickHouseServer::start();
+    let other = ClickHouseServer::start();
+    load(&ch);
+    let env = Env::new();
+    physical(
+        &env,
+        &ch,
+        &format!(
+            "[targets.analytics.test_restore]\nurl = \"{}\"\n",
+            other.url()
+        ),
+    );
+    let (before, other_before) = (databases(&ch), databases(&other));
+    run_id(&env);
+    let (code, out, err) = env.run(&["test-restore", "analytics", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        r["scratch"].as_str().unwrap().contains(&other.url()),
+        "{r:#}"
+    );
+    assert_eq!(check(&r, "row_counts")["figures"]["tables"], 5, "{r:#}");
+    // The parts were attached on the other server (its own data path, on this host).
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(databases(&ch), before);
+    assert_eq!(databases(&other), other_before);
 }

@@ -28,18 +28,33 @@ pub fn prefix(id: &str) -> String {
     format!("backup_test_restore_{id}_")
 }
 
-/// Drops every database whose name starts with `prefix`; returns how many.
+/// Drops every database whose name starts with `prefix`; returns how many. A DROP
+/// can fail while a statement of the interrupted restore is still writing into that
+/// database ("Directory not empty"): each is tried again, a few times, after a pause.
 fn drop_scratch(c: &Client, prefix: &str) -> Result<usize> {
-    let names: Vec<String> = c
-        .text("SELECT name FROM system.databases FORMAT TSV")?
-        .lines()
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect();
-    for n in &names {
-        c.exec(&format!("DROP DATABASE IF EXISTS {}", ident(n)))?;
+    let mut dropped = 0;
+    let mut last_err = None;
+    for attempt in 0..10 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let names: Vec<String> = c
+            .text("SELECT name FROM system.databases FORMAT TSV")?
+            .lines()
+            .filter(|n| n.starts_with(prefix))
+            .map(str::to_string)
+            .collect();
+        if names.is_empty() {
+            return Ok(dropped);
+        }
+        for n in &names {
+            match c.exec(&format!("DROP DATABASE IF EXISTS {}", ident(n))) {
+                Ok(()) => dropped += 1,
+                Err(e) => last_err = Some(e),
+            }
+        }
     }
-    Ok(names.len())
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("scratch databases {prefix}* keep coming back")))
 }
 
 impl ScratchEngine for ClickHouse {
@@ -68,9 +83,15 @@ impl ScratchEngine for ClickHouse {
         drop_scratch(&c, &prefix)?;
         let outcome: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let guard = {
-            let (c, prefix, outcome) = (c.clone(), prefix.clone(), outcome.clone());
+            let (c, prefix, outcome) = (c.for_cleanup(), prefix.clone(), outcome.clone());
             CleanupGuard::new(move || {
-                let r = drop_scratch(&c, &prefix);
+                let mut r = drop_scratch(&c, &prefix);
+                if crate::engine::cleanup::terminating() {
+                    // A statement sent just before the signal may still create a
+                    // database: look once more after it had time to finish.
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    r = r.and_then(|n| Ok(n + drop_scratch(&c, &prefix)?));
+                }
                 if let Err(e) = &r {
                     eprintln!(
                         "could not drop the scratch databases {prefix}*: {e:#}; drop them by hand"
