@@ -415,7 +415,7 @@ fn a_second_part_level_backup_stores_only_new_parts_and_prune_keeps_what_it_need
 }
 
 #[test]
-fn part_level_backups_refuse_a_data_path_they_cannot_read() {
+fn part_level_backups_refuse_a_data_path_they_cannot_read_and_always_remove_the_shadow() {
     let ch = ClickHouseServer::start();
     load(&ch);
     let env = Env::new();
@@ -428,6 +428,19 @@ fn part_level_backups_refuse_a_data_path_they_cannot_read() {
         "{err}"
     );
     assert!(shadow_left(&ch).is_empty());
+
+    // A run that fails after the tables were frozen (its storage cannot be written)
+    // removes the shadow increments all the same.
+    physical(&env, &ch, "");
+    std::fs::create_dir_all(env.repo()).unwrap();
+    std::fs::write(env.repo().join("analytics"), b"not a folder").unwrap();
+    let (code, _, err) = env.run(&["run", "analytics"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        ch.data_path().join("shadow").exists(),
+        "the tables were frozen before the run failed: {err}"
+    );
+    assert!(shadow_left(&ch).is_empty(), "{:?}\n{err}", shadow_left(&ch));
 }
 
 /// kind = "native" needs ClickHouse 22.8+ (BACKUP ... TO S3). Only 18.16 runs here, so
