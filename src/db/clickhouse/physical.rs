@@ -267,9 +267,21 @@ impl LogicalEngine for Physical {
 
     fn restore_precheck(&mut self, opts: &RestoreOptions, format: &str) -> Result<String> {
         let db = self.logical.restore_precheck(opts, format)?;
-        if let Some(r) = &self.root {
+        // The server's own data path, from any MergeTree table it has (none: the
+        // first table this restore creates tells, and a failure comes then).
+        let root = match &self.root {
+            Some(r) => Some(r.clone()),
+            None => self
+                .logical
+                .client()
+                .text("SELECT data_path FROM system.tables WHERE engine LIKE '%MergeTree' AND data_path != '' LIMIT 1 FORMAT TSVRaw")?
+                .lines()
+                .next()
+                .map(|p| parts::root_of(Path::new(p))),
+        };
+        if let Some(r) = root {
             if !access(&r.join("data"), true) {
-                return Err(no_access(r, "writable"));
+                return Err(no_access(&r, "writable"));
             }
         }
         Ok(db)
