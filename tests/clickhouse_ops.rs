@@ -323,6 +323,17 @@ fn part_level_backup_and_restore_round_trip() {
         ch.fingerprint("analytics", "events")
     );
 
+    // Part-level backups have no log archive: pitr says to use restore.
+    let (code, _, err) = env.run(&[
+        "pitr",
+        "analytics",
+        "--data-dir",
+        "/tmp/x",
+        "--target-immediate",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("use `backup restore`"), "{err}");
+
     // A test-restore of a part-level backup attaches the parts in scratch databases.
     let (code, out, err) = env.run(&["test-restore", "analytics", "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");
