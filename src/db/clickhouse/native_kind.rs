@@ -276,3 +276,56 @@ impl StreamSetEngine for NativeKind {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_server_writes_into_the_backups_folder_on_the_first_s3_storage() {
+        let cfg = Config::parse(
+            r#"
+[storages.local]
+type = "local"
+path = "/tmp/x"
+
+[storages.s3]
+type = "s3"
+bucket = "bkt"
+prefix = "/prod/"
+endpoint = "http://minio:9000/"
+
+[targets.analytics]
+engine = "clickhouse"
+kind = "native"
+storages = ["local", "s3"]
+"#,
+            "b.toml",
+        )
+        .unwrap();
+        let t = Target::resolve(&cfg, "analytics").unwrap();
+        let o = super::super::Options::default();
+        let c = super::super::client(&o).unwrap();
+        let n = NativeKind::new(Logical::new(o, c), &t);
+        let d = n.dest("20261130T040000Z", "my.db").unwrap();
+        assert_eq!(
+            d.url,
+            "http://minio:9000/bkt/prod/analytics/20261130T040000Z/native/my%2Edb/"
+        );
+        // Without an S3 storage the run is refused before anything happens.
+        let local_only = Config::parse(
+            "[storages.local]\ntype = \"local\"\npath = \"/tmp/x\"\n[targets.a]\nengine = \"clickhouse\"\nkind = \"native\"\nstorages = [\"local\"]\n",
+            "b.toml",
+        )
+        .unwrap();
+        let t = Target::resolve(&local_only, "a").unwrap();
+        let o = super::super::Options::default();
+        let c = super::super::client(&o).unwrap();
+        let e = NativeKind::new(Logical::new(o, c), &t)
+            .dest("x", "d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs an S3 storage"), "{e}");
+    }
+}
