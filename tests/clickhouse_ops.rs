@@ -519,3 +519,46 @@ fn test_restore_of_a_part_level_backup_on_test_restore_url() {
     assert_eq!(databases(&ch), before);
     assert_eq!(databases(&other), other_before);
 }
+
+#[test]
+fn sigterm_during_a_part_level_backup_removes_the_shadow_and_lists_nothing() {
+    let ch = ClickHouseServer::start();
+    ch.q("CREATE DATABASE analytics");
+    ch.q("CREATE TABLE analytics.big (id UInt64, s String) ENGINE = MergeTree ORDER BY id");
+    // About 70 MB of parts: streaming them takes long enough to be interrupted.
+    ch.q("INSERT INTO analytics.big SELECT number, toString(cityHash64(number)) FROM numbers(3000000)");
+    let env = Env::new();
+    physical(&env, &ch, "");
+    // The signal must land between FREEZE and the end of the run; a run that finished
+    // first (a fast machine) is tried again.
+    let mut finished = 0;
+    for _ in 0..5 {
+        let mut child = env
+            .std_cmd()
+            .args(["run", "analytics"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        while shadow_left(&ch).is_empty() && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.code() == Some(0) {
+            finished += 1;
+            continue;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + 15), "{err}");
+        assert!(shadow_left(&ch).is_empty(), "{:?}\n{err}", shadow_left(&ch));
+        let list: serde_json::Value =
+            serde_json::from_str(&env.ok(&["list", "--all", "--json"])).unwrap();
+        assert_eq!(list.as_array().unwrap().len(), finished, "{err}");
+        return;
+    }
+    panic!("every run finished before the signal");
+}

@@ -118,7 +118,8 @@ pub fn freeze(
     Ok((new, parts))
 }
 
-fn increments(shadow: &Path) -> Vec<PathBuf> {
+/// The increment folders under `shadow/`.
+pub fn increments(shadow: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(shadow)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

@@ -26,6 +26,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Each `shadow/` folder with the increments it held before this run froze into it.
+type Frozen = Vec<(PathBuf, Vec<PathBuf>)>;
+
 pub struct Physical {
     logical: Logical,
     /// The operator's `data_path` (None: the server's own, from `system.tables`).
@@ -37,8 +40,9 @@ pub struct Physical {
     parts: Vec<Part>,
     /// Artifact -> the frozen part's folder, for the parts this backup stores.
     dirs: BTreeMap<String, PathBuf>,
-    /// Shadow increments to remove.
-    frozen: Arc<Mutex<Vec<PathBuf>>>,
+    /// Each `shadow/` folder this run freezes into, with the increments it held
+    /// before: every other increment there is this run's, to remove.
+    frozen: Arc<Mutex<Frozen>>,
     guard: Option<CleanupGuard>,
     /// Tables whose parts the last restore attached: (object, its database there).
     attached: Vec<(Object, String)>,
@@ -114,15 +118,28 @@ impl Physical {
             if self.guard.is_none() {
                 let frozen = self.frozen.clone();
                 self.guard = Some(CleanupGuard::new(move || {
-                    for inc in frozen.lock().unwrap().drain(..) {
-                        if let Err(e) = std::fs::remove_dir_all(&inc) {
-                            eprintln!("could not remove {}: {e}; remove it by hand (it holds hard links to parts)", inc.display());
-                        }
+                    let frozen = frozen.lock().unwrap();
+                    let again = crate::engine::cleanup::terminating();
+                    unfreeze(&frozen, !again);
+                    if again {
+                        // A FREEZE under way when the signal came may still add an
+                        // increment (or links into one): once more after it finished.
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        unfreeze(&frozen, true);
                     }
                 }));
             }
-            let (incs, part_dirs) = parts::freeze(&c, &root, &dir, &o.database, &o.name)?;
-            self.frozen.lock().unwrap().extend(incs);
+            let shadow = root.join("shadow");
+            {
+                // Recorded before the FREEZE, so a signal during it still finds the
+                // increment it creates.
+                let mut f = self.frozen.lock().unwrap();
+                if !f.iter().any(|(s, _)| *s == shadow) {
+                    let before = parts::increments(&shadow);
+                    f.push((shadow, before));
+                }
+            }
+            let (_incs, part_dirs) = parts::freeze(&c, &root, &dir, &o.database, &o.name)?;
             let facts: BTreeMap<String, (u64, u64)> = c
                 .rows(&format!(
                     "SELECT name, rows, bytes_on_disk FROM system.parts WHERE database = {} AND table = {}",
@@ -186,6 +203,25 @@ impl Physical {
             }
         }
         Ok(specs)
+    }
+}
+
+/// Removes the increments that appeared in each `shadow/` since this run first froze
+/// into it (another tool freezing at the very same time would lose its increment too).
+fn unfreeze(frozen: &[(PathBuf, Vec<PathBuf>)], report: bool) {
+    for (shadow, before) in frozen {
+        for inc in parts::increments(shadow) {
+            if before.contains(&inc) {
+                continue;
+            }
+            match std::fs::remove_dir_all(&inc) {
+                Err(e) if report => eprintln!(
+                    "could not remove {}: {e}; remove it by hand (it holds hard links to parts)",
+                    inc.display()
+                ),
+                _ => {}
+            }
+        }
     }
 }
 
