@@ -37,6 +37,8 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('test-restore', 'test-restore', [CompletionResultType]::ParameterValue, 'Restore a backup into a scratch cluster, check it, and remove the scratch copy')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Are we backed up? Last good backup per target and storage, its age, last test-restore')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove backups the retention policy no longer keeps (prints the plan and why)')
+            [CompletionResult]::new('copy', 'copy', [CompletionResultType]::ParameterValue, 'Copy backups from one storage to another (off-site copies), verified at the destination')
+            [CompletionResult]::new('undelete', 'undelete', [CompletionResultType]::ParameterValue, 'Bring back backups hidden behind delete markers on a versioned S3 storage (ransomware runbook)')
             [CompletionResult]::new('pitr', 'pitr', [CompletionResultType]::ParameterValue, 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)')
             [CompletionResult]::new('wal-push', 'wal-push', [CompletionResultType]::ParameterValue, 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)')
             [CompletionResult]::new('wal-fetch', 'wal-fetch', [CompletionResultType]::ParameterValue, 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)')
@@ -66,6 +68,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Also show incomplete backups (no manifest: interrupted or failed runs)')
+            [CompletionResult]::new('--deleted', '--deleted', [CompletionResultType]::ParameterName, 'Ransomware runbook: list the backups whose manifest a delete marker hides on a versioned S3 storage, whose old versions are still there (restore them with `restore --deleted`, or bring them back with `undelete`)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array on stdout')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
@@ -110,6 +113,8 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Do not ask for confirmation')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print the plan and change nothing')
             [CompletionResult]::new('--no-check', '--no-check', [CompletionResultType]::ParameterName, 'Skip comparing restored row counts with the manifest')
+            [CompletionResult]::new('--no-analyze', '--no-analyze', [CompletionResultType]::ParameterName, 'PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty planner statistics until autovacuum gets round to them)')
+            [CompletionResult]::new('--deleted', '--deleted', [CompletionResultType]::ParameterName, 'Ransomware runbook: restore from the versions a delete marker hides on a versioned S3 storage (with --storage; see `backup list --deleted`)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the outcome as JSON on stdout')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
@@ -132,7 +137,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             break
         }
         'backup;status' {
-            [CompletionResult]::new('--max-age', '--max-age', [CompletionResultType]::ParameterName, 'Oldest acceptable newest backup, per target and storage (exit 7 when older)')
+            [CompletionResult]::new('--max-age', '--max-age', [CompletionResultType]::ParameterName, 'Oldest acceptable newest backup, per target and storage (exit 7 when older; default: each target''s `max_age`, else 26h)')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON on stdout')
@@ -150,8 +155,39 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print the plan and delete nothing')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the plan (with each removal''s result) as a JSON array on stdout')
+            [CompletionResult]::new('--extend-locks', '--extend-locks', [CompletionResultType]::ParameterName, 'Also extend the S3 Object Lock of every backup the policy keeps (and the WAL it needs) to a full lock period from now when less than half is left; never shortens')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Delete without asking (needed when stdin is not a terminal)')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Delete without asking (needed when stdin is not a terminal)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'backup;copy' {
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'Storage to read from (default: the target''s first storage)')
+            [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Storage to write to (default: every storage in the target''s `copy_to`)')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Copy every complete backup the source holds (those already complete at the destination are skipped)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print what would be copied; write nothing')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the result as JSON on stdout')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'backup;undelete' {
+            [CompletionResult]::new('--storage', '--storage', [CompletionResultType]::ParameterName, 'The versioned S3 storage the backups were deleted from')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print what would be brought back; change nothing')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Do not ask for confirmation')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Do not ask for confirmation')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the outcome as JSON on stdout')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
             [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bars (log lines only)')
@@ -174,6 +210,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--target-immediate', '--target-immediate', [CompletionResultType]::ParameterName, 'Recover only to the end of the base backup (the earliest consistent point)')
+            [CompletionResult]::new('--target-latest', '--target-latest', [CompletionResultType]::ParameterName, 'Recover everything the archive holds, on the newest timeline (data-center loss); with --start, reports the last transaction reached: the recovery point achieved')
             [CompletionResult]::new('--start', '--start', [CompletionResultType]::ParameterName, 'Start the server, follow recovery and confirm it reached the target')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the outcome as JSON on stdout')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')
@@ -268,6 +305,8 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('test-restore', 'test-restore', [CompletionResultType]::ParameterValue, 'Restore a backup into a scratch cluster, check it, and remove the scratch copy')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Are we backed up? Last good backup per target and storage, its age, last test-restore')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove backups the retention policy no longer keeps (prints the plan and why)')
+            [CompletionResult]::new('copy', 'copy', [CompletionResultType]::ParameterValue, 'Copy backups from one storage to another (off-site copies), verified at the destination')
+            [CompletionResult]::new('undelete', 'undelete', [CompletionResultType]::ParameterValue, 'Bring back backups hidden behind delete markers on a versioned S3 storage (ransomware runbook)')
             [CompletionResult]::new('pitr', 'pitr', [CompletionResultType]::ParameterValue, 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)')
             [CompletionResult]::new('wal-push', 'wal-push', [CompletionResultType]::ParameterValue, 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)')
             [CompletionResult]::new('wal-fetch', 'wal-fetch', [CompletionResultType]::ParameterValue, 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)')
@@ -298,6 +337,12 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             break
         }
         'backup;help;prune' {
+            break
+        }
+        'backup;help;copy' {
+            break
+        }
+        'backup;help;undelete' {
             break
         }
         'backup;help;pitr' {

@@ -22,6 +22,9 @@ _backup() {
             backup,completions)
                 cmd="backup__subcmd__completions"
                 ;;
+            backup,copy)
+                cmd="backup__subcmd__copy"
+                ;;
             backup,daemon)
                 cmd="backup__subcmd__daemon"
                 ;;
@@ -55,6 +58,9 @@ _backup() {
             backup,test-restore)
                 cmd="backup__subcmd__test__subcmd__restore"
                 ;;
+            backup,undelete)
+                cmd="backup__subcmd__undelete"
+                ;;
             backup,verify)
                 cmd="backup__subcmd__verify"
                 ;;
@@ -69,6 +75,9 @@ _backup() {
                 ;;
             backup__subcmd__help,completions)
                 cmd="backup__subcmd__help__subcmd__completions"
+                ;;
+            backup__subcmd__help,copy)
+                cmd="backup__subcmd__help__subcmd__copy"
                 ;;
             backup__subcmd__help,daemon)
                 cmd="backup__subcmd__help__subcmd__daemon"
@@ -103,6 +112,9 @@ _backup() {
             backup__subcmd__help,test-restore)
                 cmd="backup__subcmd__help__subcmd__test__subcmd__restore"
                 ;;
+            backup__subcmd__help,undelete)
+                cmd="backup__subcmd__help__subcmd__undelete"
+                ;;
             backup__subcmd__help,verify)
                 cmd="backup__subcmd__help__subcmd__verify"
                 ;;
@@ -119,7 +131,7 @@ _backup() {
 
     case "${cmd}" in
         backup)
-            opts="-c -q -h -V --config --quiet --no-progress --help --version run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help"
+            opts="-c -q -h -V --config --quiet --no-progress --help --version run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,6 +200,36 @@ _backup() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        backup__subcmd__copy)
+            opts="-c -q -h --all --from --to --dry-run --json --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         backup__subcmd__daemon)
             opts="-c -q -h --log-format --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -215,7 +257,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__help)
-            opts="run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help"
+            opts="run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -243,6 +285,20 @@ _backup() {
             return 0
             ;;
         backup__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__help__subcmd__copy)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -410,6 +466,20 @@ _backup() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        backup__subcmd__help__subcmd__undelete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         backup__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -453,7 +523,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__list)
-            opts="-c -q -h --storage --tag --all --json --config --quiet --no-progress --help"
+            opts="-c -q -h --storage --tag --all --deleted --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -509,7 +579,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__pitr)
-            opts="-c -q -h --target-time --target-name --target-xid --target-lsn --target-immediate --data-dir --target-action --timeline --backup --start --port --owner --timeout --json --config --quiet --no-progress --help"
+            opts="-c -q -h --target-time --target-name --target-xid --target-lsn --target-immediate --target-latest --data-dir --target-action --timeline --backup --start --port --owner --timeout --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -575,7 +645,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__prune)
-            opts="-y -c -q -h --storage --dry-run --now --json --yes --config --quiet --no-progress --help"
+            opts="-y -c -q -h --storage --dry-run --now --json --extend-locks --yes --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -605,7 +675,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__restore)
-            opts="-y -c -q -h --storage --to-database --table --drop --clean --to-uri --to-url --ns-include --ns-from --ns-to --db --match --flush --by-file --jobs --yes --dry-run --no-check --temp-dir --json --config --quiet --no-progress --help"
+            opts="-y -c -q -h --storage --to-database --table --drop --clean --to-uri --to-url --ns-include --ns-from --ns-to --db --match --flush --by-file --jobs --yes --dry-run --no-check --no-analyze --temp-dir --deleted --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -772,6 +842,32 @@ _backup() {
                     return 0
                     ;;
                 --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backup__subcmd__undelete)
+            opts="-y -c -q -h --storage --dry-run --yes --json --config --quiet --no-progress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --storage)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

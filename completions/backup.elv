@@ -34,6 +34,8 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand test-restore 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
             cand status 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
             cand prune 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+            cand copy 'Copy backups from one storage to another (off-site copies), verified at the destination'
+            cand undelete 'Bring back backups hidden behind delete markers on a versioned S3 storage (ransomware runbook)'
             cand pitr 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
             cand wal-push 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
             cand wal-fetch 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
@@ -61,6 +63,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --all 'Also show incomplete backups (no manifest: interrupted or failed runs)'
+            cand --deleted 'Ransomware runbook: list the backups whose manifest a delete marker hides on a versioned S3 storage, whose old versions are still there (restore them with `restore --deleted`, or bring them back with `undelete`)'
             cand --json 'Print a JSON array on stdout'
             cand -q 'Only warnings and errors on stderr'
             cand --quiet 'Only warnings and errors on stderr'
@@ -103,6 +106,8 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --yes 'Do not ask for confirmation'
             cand --dry-run 'Print the plan and change nothing'
             cand --no-check 'Skip comparing restored row counts with the manifest'
+            cand --no-analyze 'PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty planner statistics until autovacuum gets round to them)'
+            cand --deleted 'Ransomware runbook: restore from the versions a delete marker hides on a versioned S3 storage (with --storage; see `backup list --deleted`)'
             cand --json 'Print the outcome as JSON on stdout'
             cand -q 'Only warnings and errors on stderr'
             cand --quiet 'Only warnings and errors on stderr'
@@ -123,7 +128,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --help 'Print help'
         }
         &'backup;status'= {
-            cand --max-age 'Oldest acceptable newest backup, per target and storage (exit 7 when older)'
+            cand --max-age 'Oldest acceptable newest backup, per target and storage (exit 7 when older; default: each target''s `max_age`, else 26h)'
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --json 'Print JSON on stdout'
@@ -140,8 +145,37 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --dry-run 'Print the plan and delete nothing'
             cand --json 'Print the plan (with each removal''s result) as a JSON array on stdout'
+            cand --extend-locks 'Also extend the S3 Object Lock of every backup the policy keeps (and the WAL it needs) to a full lock period from now when less than half is left; never shortens'
             cand -y 'Delete without asking (needed when stdin is not a terminal)'
             cand --yes 'Delete without asking (needed when stdin is not a terminal)'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;copy'= {
+            cand --from 'Storage to read from (default: the target''s first storage)'
+            cand --to 'Storage to write to (default: every storage in the target''s `copy_to`)'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --all 'Copy every complete backup the source holds (those already complete at the destination are skipped)'
+            cand --dry-run 'Print what would be copied; write nothing'
+            cand --json 'Print the result as JSON on stdout'
+            cand -q 'Only warnings and errors on stderr'
+            cand --quiet 'Only warnings and errors on stderr'
+            cand --no-progress 'No progress bars (log lines only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'backup;undelete'= {
+            cand --storage 'The versioned S3 storage the backups were deleted from'
+            cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --dry-run 'Print what would be brought back; change nothing'
+            cand -y 'Do not ask for confirmation'
+            cand --yes 'Do not ask for confirmation'
+            cand --json 'Print the outcome as JSON on stdout'
             cand -q 'Only warnings and errors on stderr'
             cand --quiet 'Only warnings and errors on stderr'
             cand --no-progress 'No progress bars (log lines only)'
@@ -163,6 +197,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --target-immediate 'Recover only to the end of the base backup (the earliest consistent point)'
+            cand --target-latest 'Recover everything the archive holds, on the newest timeline (data-center loss); with --start, reports the last transaction reached: the recovery point achieved'
             cand --start 'Start the server, follow recovery and confirm it reached the target'
             cand --json 'Print the outcome as JSON on stdout'
             cand -q 'Only warnings and errors on stderr'
@@ -249,6 +284,8 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand test-restore 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
             cand status 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
             cand prune 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+            cand copy 'Copy backups from one storage to another (off-site copies), verified at the destination'
+            cand undelete 'Bring back backups hidden behind delete markers on a versioned S3 storage (ransomware runbook)'
             cand pitr 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
             cand wal-push 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
             cand wal-fetch 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
@@ -272,6 +309,10 @@ set edit:completion:arg-completer[backup] = {|@words|
         &'backup;help;status'= {
         }
         &'backup;help;prune'= {
+        }
+        &'backup;help;copy'= {
+        }
+        &'backup;help;undelete'= {
         }
         &'backup;help;pitr'= {
         }

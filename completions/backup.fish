@@ -36,6 +36,8 @@ complete -c backup -n "__fish_backup_needs_command" -f -a "restore" -d 'Restore 
 complete -c backup -n "__fish_backup_needs_command" -f -a "test-restore" -d 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
 complete -c backup -n "__fish_backup_needs_command" -f -a "status" -d 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
 complete -c backup -n "__fish_backup_needs_command" -f -a "prune" -d 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+complete -c backup -n "__fish_backup_needs_command" -f -a "copy" -d 'Copy backups from one storage to another (off-site copies), verified at the destination'
+complete -c backup -n "__fish_backup_needs_command" -f -a "undelete" -d 'Bring back backups hidden behind delete markers on a versioned S3 storage (ransomware runbook)'
 complete -c backup -n "__fish_backup_needs_command" -f -a "pitr" -d 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
 complete -c backup -n "__fish_backup_needs_command" -f -a "wal-push" -d 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
 complete -c backup -n "__fish_backup_needs_command" -f -a "wal-fetch" -d 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
@@ -55,6 +57,7 @@ complete -c backup -n "__fish_backup_using_subcommand list" -l storage -d 'Only 
 complete -c backup -n "__fish_backup_using_subcommand list" -l tag -d 'Only backups with this tag' -r
 complete -c backup -n "__fish_backup_using_subcommand list" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand list" -l all -d 'Also show incomplete backups (no manifest: interrupted or failed runs)'
+complete -c backup -n "__fish_backup_using_subcommand list" -l deleted -d 'Ransomware runbook: list the backups whose manifest a delete marker hides on a versioned S3 storage, whose old versions are still there (restore them with `restore --deleted`, or bring them back with `undelete`)'
 complete -c backup -n "__fish_backup_using_subcommand list" -l json -d 'Print a JSON array on stdout'
 complete -c backup -n "__fish_backup_using_subcommand list" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand list" -l no-progress -d 'No progress bars (log lines only)'
@@ -84,6 +87,8 @@ complete -c backup -n "__fish_backup_using_subcommand restore" -l by-file -d 'Re
 complete -c backup -n "__fish_backup_using_subcommand restore" -s y -l yes -d 'Do not ask for confirmation'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l dry-run -d 'Print the plan and change nothing'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l no-check -d 'Skip comparing restored row counts with the manifest'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l no-analyze -d 'PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty planner statistics until autovacuum gets round to them)'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l deleted -d 'Ransomware runbook: restore from the versions a delete marker hides on a versioned S3 storage (with --storage; see `backup list --deleted`)'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l json -d 'Print the outcome as JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand restore" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l no-progress -d 'No progress bars (log lines only)'
@@ -95,7 +100,7 @@ complete -c backup -n "__fish_backup_using_subcommand test-restore" -l json -d '
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand test-restore" -s h -l help -d 'Print help'
-complete -c backup -n "__fish_backup_using_subcommand status" -l max-age -d 'Oldest acceptable newest backup, per target and storage (exit 7 when older)' -r
+complete -c backup -n "__fish_backup_using_subcommand status" -l max-age -d 'Oldest acceptable newest backup, per target and storage (exit 7 when older; default: each target\'s `max_age`, else 26h)' -r
 complete -c backup -n "__fish_backup_using_subcommand status" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand status" -l json -d 'Print JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand status" -s q -l quiet -d 'Only warnings and errors on stderr'
@@ -106,10 +111,28 @@ complete -c backup -n "__fish_backup_using_subcommand prune" -l now -d 'Evaluate
 complete -c backup -n "__fish_backup_using_subcommand prune" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand prune" -l dry-run -d 'Print the plan and delete nothing'
 complete -c backup -n "__fish_backup_using_subcommand prune" -l json -d 'Print the plan (with each removal\'s result) as a JSON array on stdout'
+complete -c backup -n "__fish_backup_using_subcommand prune" -l extend-locks -d 'Also extend the S3 Object Lock of every backup the policy keeps (and the WAL it needs) to a full lock period from now when less than half is left; never shortens'
 complete -c backup -n "__fish_backup_using_subcommand prune" -s y -l yes -d 'Delete without asking (needed when stdin is not a terminal)'
 complete -c backup -n "__fish_backup_using_subcommand prune" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand prune" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand copy" -l from -d 'Storage to read from (default: the target\'s first storage)' -r
+complete -c backup -n "__fish_backup_using_subcommand copy" -l to -d 'Storage to write to (default: every storage in the target\'s `copy_to`)' -r
+complete -c backup -n "__fish_backup_using_subcommand copy" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand copy" -l all -d 'Copy every complete backup the source holds (those already complete at the destination are skipped)'
+complete -c backup -n "__fish_backup_using_subcommand copy" -l dry-run -d 'Print what would be copied; write nothing'
+complete -c backup -n "__fish_backup_using_subcommand copy" -l json -d 'Print the result as JSON on stdout'
+complete -c backup -n "__fish_backup_using_subcommand copy" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand copy" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand copy" -s h -l help -d 'Print help'
+complete -c backup -n "__fish_backup_using_subcommand undelete" -l storage -d 'The versioned S3 storage the backups were deleted from' -r
+complete -c backup -n "__fish_backup_using_subcommand undelete" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand undelete" -l dry-run -d 'Print what would be brought back; change nothing'
+complete -c backup -n "__fish_backup_using_subcommand undelete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c backup -n "__fish_backup_using_subcommand undelete" -l json -d 'Print the outcome as JSON on stdout'
+complete -c backup -n "__fish_backup_using_subcommand undelete" -s q -l quiet -d 'Only warnings and errors on stderr'
+complete -c backup -n "__fish_backup_using_subcommand undelete" -l no-progress -d 'No progress bars (log lines only)'
+complete -c backup -n "__fish_backup_using_subcommand undelete" -s h -l help -d 'Print help'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-time -d 'Recover up to this time (UTC unless a zone is given), e.g. 2026-11-24T14:05:00Z' -r
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-name -d 'Recover up to a restore point made with pg_create_restore_point()' -r
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-xid -d 'Recover up to and including this transaction id' -r
@@ -125,6 +148,7 @@ complete -c backup -n "__fish_backup_using_subcommand pitr" -l owner -d 'OS user
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l timeout -d 'Give up following recovery after this long (with --start), e.g. 30m' -r
 complete -c backup -n "__fish_backup_using_subcommand pitr" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-immediate -d 'Recover only to the end of the base backup (the earliest consistent point)'
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-latest -d 'Recover everything the archive holds, on the newest timeline (data-center loss); with --start, reports the last transaction reached: the recovery point achieved'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l start -d 'Start the server, follow recovery and confirm it reached the target'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l json -d 'Print the outcome as JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -s q -l quiet -d 'Only warnings and errors on stderr'
@@ -165,19 +189,21 @@ complete -c backup -n "__fish_backup_using_subcommand man" -s c -l config -d 'Co
 complete -c backup -n "__fish_backup_using_subcommand man" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand man" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand man" -s h -l help -d 'Print help'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "run" -d 'Take a backup of a target and store it on every storage of the target'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "list" -d 'List backups'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "verify" -d 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "restore" -d 'Restore a backup into a database (verified before anything is touched)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "test-restore" -d 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "status" -d 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "prune" -d 'Remove backups the retention policy no longer keeps (prints the plan and why)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "pitr" -d 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "wal-push" -d 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "wal-fetch" -d 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "check" -d 'Check a physical target\'s WAL archiving end to end (forces a WAL switch)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "schedule" -d 'Every scheduled job and its next fire times (check a config before deploying it)'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "daemon" -d 'Run every schedule in the foreground (for systemd and containers); /metrics, /healthz'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "man" -d 'Write man pages into a folder'
-complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "run" -d 'Take a backup of a target and store it on every storage of the target'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "list" -d 'List backups'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "verify" -d 'Read backups back from storage and check them (size, SHA-256, stream, tools)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "restore" -d 'Restore a backup into a database (verified before anything is touched)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "test-restore" -d 'Restore a backup into a scratch cluster, check it, and remove the scratch copy'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "status" -d 'Are we backed up? Last good backup per target and storage, its age, last test-restore'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "prune" -d 'Remove backups the retention policy no longer keeps (prints the plan and why)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "copy" -d 'Copy backups from one storage to another (off-site copies), verified at the destination'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "undelete" -d 'Bring back backups hidden behind delete markers on a versioned S3 storage (ransomware runbook)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "pitr" -d 'Restore a physical base backup and recover to a point in time (PostgreSQL PITR)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "wal-push" -d 'archive_command: store a WAL file in every storage of a target (exit 0 only when durable)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "wal-fetch" -d 'restore_command: fetch a WAL file (exit 0 fetched, 1 not archived, 126 storage or checksum error)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "check" -d 'Check a physical target\'s WAL archiving end to end (forces a WAL switch)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "schedule" -d 'Every scheduled job and its next fire times (check a config before deploying it)'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "daemon" -d 'Run every schedule in the foreground (for systemd and containers); /metrics, /healthz'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "man" -d 'Write man pages into a folder'
+complete -c backup -n "__fish_backup_using_subcommand help; and not __fish_seen_subcommand_from run list verify restore test-restore status prune copy undelete pitr wal-push wal-fetch check schedule daemon completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -33,6 +33,13 @@ fn main() -> ExitCode {
         Command::WalFetch(a) => return cli::wal::fetch_main(cli.config.as_deref(), a, &ui),
         _ => {}
     }
+    // From the start, not from the first cleanup registered: a signal in between (a
+    // temp file created, its cleanup not yet registered) would kill the process by the
+    // default action, leaving the file and the wrong exit code. The daemon handles its
+    // own signals.
+    if !matches!(cli.command, Command::Daemon(_)) {
+        engine::cleanup::install();
+    }
     match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -68,6 +75,8 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::TestRestore(a) => cli::test_restore::execute(&cfg, a, ui),
         Command::Status(a) => cli::status::execute(&cfg, a, ui),
         Command::Prune(a) => cli::prune::execute(&cfg, a, ui),
+        Command::Copy(a) => cli::copy::execute(&cfg, a, ui),
+        Command::Undelete(a) => cli::undelete::execute(&cfg, a, ui),
         Command::Pitr(a) => cli::pitr::execute(&cfg, a, ui),
         Command::Check(a) => cli::check::execute(&cfg, a, ui),
         Command::Schedule(a) => cli::schedule::execute(&cfg, a, ui),

@@ -10,6 +10,20 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Object metadata key (S3 user metadata; a side file locally) holding the SHA-256 of
+/// the manifest as written, so `verify` detects a manifest edited afterwards.
+pub const MANIFEST_SHA_META: &str = "manifest-sha256";
+
+/// `meta` plus the manifest checksum, for writing manifest `bytes`.
+pub fn manifest_meta(meta: &crate::storage::PutMeta, bytes: &[u8]) -> crate::storage::PutMeta {
+    use sha2::Digest;
+    let mut m = meta.clone();
+    m.metadata.insert(
+        MANIFEST_SHA_META.into(),
+        hex::encode(sha2::Sha256::digest(bytes)),
+    );
+    m
+}
 pub const MANIFEST_VERSION: u32 = 1;
 
 /// Logical dump or physical base backup (plus WAL).

@@ -1,5 +1,5 @@
-//! The audit trail (`audit_log`): a JSON line per restore and per prune deletion, with
-//! who and what, against a real PostgreSQL; no secret of the config in it.
+//! The audit trail (`audit_log`, `audit_syslog`): a JSON line per restore and per prune
+//! deletion, with who and what, against a real PostgreSQL; no secret of the config in it.
 
 mod common;
 use common::{local_config, Env, Pg};
@@ -97,4 +97,48 @@ fn restore_and_prune_deletions_are_audited_without_secrets() {
         last["error"].is_string() && !text.contains("S3cret"),
         "{text}"
     );
+}
+
+/// `audit_syslog = true`: the same JSON lines as datagrams on the syslog socket, in the
+/// format glibc's syslog(3) uses (`<PRI>Mmm dd hh:mm:ss backup[PID]: {...}`), facility
+/// authpriv, info for a success and warning for a failure. The test binds its own socket
+/// (`audit_syslog_socket`), never the system's /dev/log.
+#[test]
+fn audit_lines_go_to_syslog_on_the_configured_socket() {
+    let (pg, env, id) = common::sample_backup("plain");
+    let sock_path = env.path().join("log.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let url = pg.url("app").replace("postgres@", "postgres:Pw-S3cret-91@");
+    env.write_config(&format!(
+        "audit_syslog = true\naudit_syslog_socket = \"{}\"\n{}",
+        sock_path.display(),
+        local_config(&env.repo(), &url, "plain")
+    ));
+    env.ok(&["restore", "pg", &id, "--to-database", "copy", "--yes"]);
+    let (code, _, _) = env.run(&["restore", "pg", "nosuchid", "--yes"]);
+    assert_ne!(code, 0);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let mut buf = vec![0u8; 65536];
+        let n = sock.recv(&mut buf).expect("a syslog datagram");
+        got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+    }
+    for (msg, pri, outcome) in [(&got[0], "<86>", "ok"), (&got[1], "<84>", "failed")] {
+        assert!(msg.starts_with(pri), "{msg}");
+        assert!(!msg.contains("S3cret"), "a secret in syslog: {msg}");
+        let (head, json) = msg.split_once("]: ").unwrap();
+        // `<86>Nov 30 02:00:00 backup[1234`
+        assert_eq!(
+            head.len(),
+            pri.len() + 15 + " backup[".len() + head.rsplit('[').next().unwrap().len(),
+            "{msg}"
+        );
+        assert!(head[pri.len() + 15..].starts_with(" backup["), "{msg}");
+        let v: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["command"], "restore", "{msg}");
+        assert_eq!(v["outcome"], outcome, "{msg}");
+        assert!(v["user"].is_string() && v["host"].is_string(), "{msg}");
+    }
 }

@@ -300,8 +300,11 @@ fn healthz_turns_unhealthy_when_the_target_goes_stale() {
     let (pg, env) = setup(
         "*/2 * * * * *",
         0.0,
-        &format!("listen = \"127.0.0.1:{port}\"\nmax_age = \"5s\"\n"),
+        &format!("listen = \"127.0.0.1:{port}\"\nmax_age = \"1h\"\n"),
     );
+    // The target's own max_age wins over [daemon] max_age.
+    let cfg = std::fs::read_to_string(env.path().join("backup.toml")).unwrap();
+    env.write_config(&cfg.replace("[daemon]\n", "max_age = \"5s\"\n[daemon]\n"));
     let d = Daemon::start(&env, "daemon");
     d.wait_for("a good run", Duration::from_secs(30), |e| ended_ok(e) >= 1);
     let h = http_full(port, "GET", "/healthz");
@@ -314,6 +317,7 @@ fn healthz_turns_unhealthy_when_the_target_goes_stale() {
         let h = http_full(port, "GET", "/healthz");
         if h.status == 503 {
             assert!(h.body.contains("STALE pg on local"), "{}", h.body);
+            assert!(h.body.contains("(max 5s)"), "{}", h.body);
             break;
         }
         assert!(

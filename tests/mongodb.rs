@@ -36,7 +36,7 @@ impl Tools {
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(dir.path().join("state/servers")).unwrap();
-        let python = python();
+        let python = ci_python();
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/mongo/standin.py"
@@ -129,17 +129,6 @@ impl Tools {
     fn clear_calls(&self) {
         let _ = std::fs::remove_file(self.state().join("calls.jsonl"));
     }
-}
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("BACKUP_TEST_PYTHON") {
-        return p;
-    }
-    let venv = "/opt/backup-ci/venv/bin/python3";
-    if Path::new(venv).exists() {
-        return venv.into();
-    }
-    "python3".into()
 }
 
 fn sample() -> Value {
@@ -242,7 +231,7 @@ fn tamper(env: &Env, id: &str, f: impl FnOnce(&mut Vec<u8>)) {
     let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
     m["artifacts"][0]["size_bytes"] = json!(bytes.len());
     m["artifacts"][0]["sha256"] = json!(hex::encode(sha2::Sha256::digest(&bytes)));
-    std::fs::write(&mp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    write_manifest(&mp, &serde_json::to_vec_pretty(&m).unwrap());
 }
 
 fn assert_no_secret(t: &Tools, texts: &[&str]) {

@@ -7,33 +7,13 @@
 
 mod common;
 
+use common::physical::{
+    archive_now, archiving_cluster_with, bin, is_root, open_up, pitr, Restored,
+};
 use common::{pg_bin, Env, Moto, Pg};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn open_up(p: &Path) {
-    if is_root() {
-        Command::new("chmod")
-            .arg("-R")
-            .arg("0777")
-            .arg(p)
-            .status()
-            .unwrap();
-    }
-}
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("backup")
-}
 
 fn config(repo: &Path, url: &str) -> String {
     format!(
@@ -60,112 +40,6 @@ fn archiving_cluster(env: &Env) -> Pg {
     std::fs::create_dir_all(env.repo().join("pg/wal")).unwrap();
     let repo = env.repo();
     archiving_cluster_with(env, |url| config(&repo, url))
-}
-
-/// A cluster archiving through `wal-push pg` with the config `config(url)`.
-fn archiving_cluster_with(env: &Env, config: impl Fn(&str) -> String) -> Pg {
-    let cfg = env.write_config(&config("postgresql://postgres@127.0.0.1:1/postgres"));
-    open_up(env.path());
-    let archive = format!(
-        "archive_command='{} --config {} wal-push pg %p'",
-        bin().display(),
-        cfg.display()
-    );
-    let pg = Pg::start_with(&[
-        "wal_level=replica",
-        "archive_mode=on",
-        &archive,
-        "max_wal_senders=5",
-    ]);
-    env.write_config(&config(&pg.url("postgres")));
-    open_up(env.path());
-    pg
-}
-
-/// Switches WAL and waits until the server has archived that segment.
-fn archive_now(pg: &Pg) {
-    let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
-    let t = Instant::now();
-    loop {
-        let last = pg.sql(
-            "postgres",
-            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-        );
-        if last.as_str() >= seg.as_str() {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "segment {seg} not archived (last {last}); server log: {}",
-            std::fs::read_to_string(pg.dir.path().join("server.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A restored cluster started by `pitr --start`; stopped on drop.
-struct Restored {
-    data: PathBuf,
-    port: u16,
-}
-
-impl Restored {
-    fn sql(&self, sql: &str) -> String {
-        let out = Command::new(pg_bin().join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(format!(
-                "postgresql://postgres@127.0.0.1:{}/postgres",
-                self.port
-            ))
-            .args(["-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Restored {
-    fn drop(&mut self) {
-        let mut c = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"])
-                .arg(pg_bin().join("pg_ctl"));
-            c
-        } else {
-            Command::new(pg_bin().join("pg_ctl"))
-        };
-        let _ = c
-            .args(["-w", "-m", "immediate", "-D"])
-            .arg(&self.data)
-            .arg("stop")
-            .output();
-    }
-}
-
-fn pitr(env: &Env, name: &str, goal: &[&str]) -> (Restored, String) {
-    let data = env.path().join(name);
-    let port = common::free_port();
-    let mut args = vec!["pitr", "pg"];
-    args.extend_from_slice(goal);
-    let d = data.display().to_string();
-    let p = port.to_string();
-    args.extend_from_slice(&[
-        "--data-dir",
-        &d,
-        "--start",
-        "--port",
-        &p,
-        "--timeout",
-        "120s",
-    ]);
-    let restored = Restored { data, port };
-    let out = env.ok(&args);
-    (restored, out)
 }
 
 fn rows(r: &Restored) -> String {
@@ -767,7 +641,7 @@ fn test_restore_of_a_physical_backup_recovers_and_checks_it() {
     open_up(&scratch);
     let cfg = std::fs::read_to_string(env.path().join("backup.toml")).unwrap();
     env.write_config(&format!(
-        "[test_restore]\ntemp_dir = \"{}\"\n{cfg}",
+        "[test_restore]\ntemp_dir = \"{}\"\nbenchmark_sql = [\"SELECT count(*) FROM parent JOIN child ON child.parent_id = parent.id\"]\n{cfg}",
         scratch.display()
     ));
     let wal_before: Vec<_> = std::fs::read_dir(env.repo().join("pg/wal"))
@@ -790,6 +664,13 @@ fn test_restore_of_a_physical_backup_recovers_and_checks_it() {
         "{names:?}"
     );
     assert!(names.contains(&"foreign_keys postgres"), "{names:?}");
+    // The benchmark runs on the recovered (read-only) copy, right after the RTO check.
+    let rto = names.iter().position(|n| *n == "rto").unwrap();
+    assert!(
+        names[rto + 1].starts_with("benchmark #1: SELECT count(*) FROM parent"),
+        "{names:?}"
+    );
+    assert_eq!(r["checks"][rto + 1]["figures"]["rows"], 1, "{out}");
     assert_eq!(
         std::fs::read_dir(&scratch).unwrap().count(),
         0,

@@ -329,11 +329,10 @@ fn damaged_artifact_fails_verify_and_restore_leaves_the_destination_alone() {
     let mut m = manifest(&env, &id);
     m["artifacts"][0]["sha256"] = sha.split_whitespace().next().unwrap().into();
     m["artifacts"][0]["size_bytes"] = std::fs::metadata(&gz).unwrap().len().into();
-    std::fs::write(
-        env.repo().join("cache").join(&id).join("manifest.json"),
-        serde_json::to_vec_pretty(&m).unwrap(),
-    )
-    .unwrap();
+    write_manifest(
+        &env.repo().join("cache").join(&id).join("manifest.json"),
+        &serde_json::to_vec_pretty(&m).unwrap(),
+    );
 
     let (code, out, err) = env.run(&["verify", "cache", &id]);
     assert_eq!(code, 3, "{out}\n{err}");
@@ -540,11 +539,10 @@ fn reseal(env: &Env, id: &str, rdb: &[u8]) {
     m["artifacts"][0]["sha256"] = sha.split_whitespace().next().unwrap().into();
     m["artifacts"][0]["size_bytes"] = std::fs::metadata(&gz).unwrap().len().into();
     m["artifacts"][0]["raw_size_bytes"] = (rdb.len() as u64).into();
-    std::fs::write(
-        env.repo().join("cache").join(id).join("manifest.json"),
-        serde_json::to_vec_pretty(&m).unwrap(),
-    )
-    .unwrap();
+    write_manifest(
+        &env.repo().join("cache").join(id).join("manifest.json"),
+        &serde_json::to_vec_pretty(&m).unwrap(),
+    );
 }
 
 #[test]

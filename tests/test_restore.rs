@@ -14,20 +14,6 @@ fn config(env: &Env, pg: &Pg, extra: &str) -> PathBuf {
     ))
 }
 
-/// `<env>/scratch`, reachable by the cluster's OS user (`postgres` when we are root).
-fn scratch_dir(env: &Env) -> PathBuf {
-    let scratch = env.path().join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    for d in [env.path(), scratch.as_path()] {
-        std::process::Command::new("chmod")
-            .arg("0755")
-            .arg(d)
-            .status()
-            .unwrap();
-    }
-    scratch
-}
-
 fn scratch_leftovers(env: &Env) -> Vec<String> {
     std::fs::read_dir(env.path().join("scratch"))
         .map(|r| {

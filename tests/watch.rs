@@ -192,6 +192,22 @@ fn status_reports_age_and_exits_7_when_stale() {
         err.contains("no backup newer than 1s for: pg on `local`"),
         "{err}"
     );
+    // A target's own max_age, without --max-age; the flag still overrides it.
+    let text = local_config(&env.repo(), &pg.url("app"), "plain");
+    env.write_config(&format!("{text}max_age = \"1s\"\n"));
+    let (code, out, err) = env.run(&["status", "--json"]);
+    assert_eq!(code, 7, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["max_age_seconds"], 1);
+    assert!(
+        err.contains("no backup newer than 1s for: pg on `local`"),
+        "{err}"
+    );
+    env.ok(&["status", "--max-age", "1h"]);
+    env.write_config(&format!("{text}max_age = \"soon\"\n"));
+    let (code, _, err) = env.run(&["status"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("targets.pg.max_age"), "{err}");
 }
 
 #[test]

@@ -18,8 +18,25 @@ pub fn execute(cfg: &Config, args: CheckArgs, ui: &Ui) -> Result<()> {
     let timeout = crate::duration::parse(&args.timeout)
         .map_err(|e| Fail::Usage(format!("--timeout: {e}")))?;
     let t = Target::resolve(cfg, &args.target)?;
+    // Storages that promise Object Lock must be able to keep the promise.
+    let mut locked = 0;
+    for name in t.cfg.all_storages() {
+        let s = crate::storage::open(cfg, &name)?;
+        if let Some(l) = s.lock_policy() {
+            s.check_lock_promise()?;
+            locked += 1;
+            println!(
+                "storage `{name}`: {} object lock for {} on every new object; bucket versioning and Object Lock are enabled",
+                l.mode,
+                crate::duration::human(l.period)
+            );
+        }
+    }
     let mut engine = registry::open(&t)?;
     let Some(physical) = engine.physical() else {
+        if locked > 0 {
+            return Ok(());
+        }
         return Err(lacks(
             &t,
             "WAL archive to check",

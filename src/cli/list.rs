@@ -20,6 +20,11 @@ pub struct ListArgs {
     /// Also show incomplete backups (no manifest: interrupted or failed runs).
     #[arg(long)]
     pub all: bool,
+    /// Ransomware runbook: list the backups whose manifest a delete marker hides on a
+    /// versioned S3 storage, whose old versions are still there (restore them with
+    /// `restore --deleted`, or bring them back with `undelete`).
+    #[arg(long)]
+    pub deleted: bool,
     /// Print a JSON array on stdout.
     #[arg(long)]
     pub json: bool,
@@ -53,6 +58,10 @@ pub struct Row {
     /// Encrypted copies: the age recipients this storage's copy is sealed to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sealed_to: Option<Vec<String>>,
+    /// S3 Object Lock of the backup (its first-written object's, the earliest to end),
+    /// on storages that lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<crate::storage::ObjectLock>,
 }
 
 pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
@@ -71,11 +80,29 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
     for t in &targets {
         let target = Target::resolve(cfg, t)?;
         let tcfg = target.cfg;
-        for sname in &tcfg.storages {
+        // An explicit --storage is read even when the target does not name it (a copy
+        // made with `backup copy --to` to a storage outside copy_to).
+        let names = match &args.storage {
+            Some(s) => vec![s.clone()],
+            None => tcfg.all_storages(),
+        };
+        for sname in &names {
             if args.storage.as_ref().is_some_and(|s| s != sname) {
                 continue;
             }
-            let s = match storage::open(cfg, sname) {
+            let is_s3 = matches!(
+                cfg.storages.get(sname),
+                Some(crate::config::StorageConfig::S3(_))
+            );
+            if args.deleted && !is_s3 && args.storage.is_none() {
+                continue; // only versioned buckets keep what was deleted
+            }
+            let opened = if args.deleted {
+                storage::open_deleted(cfg, sname)
+            } else {
+                storage::open(cfg, sname)
+            };
+            let s = match opened {
                 Ok(s) => s,
                 Err(e) => {
                     errors.push(format!("storage `{sname}`: {e:#}"));
@@ -111,6 +138,10 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                 {
                     continue;
                 }
+                let manifest_key = catalog::artifact_key(t, &m.id, crate::manifest::MANIFEST_FILE);
+                if args.deleted && !s.is_deleted(&manifest_key) {
+                    continue;
+                }
                 rows.push(Row {
                     id: m.id.clone(),
                     target: m.target.clone(),
@@ -124,7 +155,9 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     duration_seconds: Some(m.duration_seconds),
                     size_bytes: m.size_bytes(),
                     tables: Some(m.database.tables.len()),
-                    status: if m.wal.is_some() && window.is_none() {
+                    status: if args.deleted {
+                        "deleted".into()
+                    } else if m.wal.is_some() && window.is_none() {
                         "no-wal".into()
                     } else {
                         "complete".into()
@@ -135,9 +168,21 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     recoverable_until: window.as_ref().and_then(|w| w.until),
                     wal_until_segment: window.map(|w| w.until_file),
                     sealed_to: m.encryption.as_ref().map(|e| e.recipients.clone()),
+                    object_lock: s.lock_policy().and_then(|_| {
+                        let first = m.artifacts.first().map(|a| a.name.as_str());
+                        let key = catalog::artifact_key(
+                            t,
+                            &m.id,
+                            first.unwrap_or(crate::manifest::MANIFEST_FILE),
+                        );
+                        s.lock_of(&key).unwrap_or_else(|e| {
+                            errors.push(format!("object lock of {key} on `{sname}`: {e:#}"));
+                            None
+                        })
+                    }),
                 });
             }
-            if args.all && args.tag.is_none() {
+            if args.all && args.tag.is_none() && !args.deleted {
                 for i in &cat.incomplete {
                     rows.push(Row {
                         id: i.id.clone(),
@@ -158,6 +203,7 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                         recoverable_until: None,
                         wal_until_segment: None,
                         sealed_to: None,
+                        object_lock: None,
                     });
                 }
             }
@@ -195,6 +241,13 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     f.format("%Y-%m-%d %H:%M:%SZ"),
                     u.format("%Y-%m-%d %H:%M:%SZ"),
                     r.wal_until_segment.as_deref().unwrap_or("?")
+                );
+            }
+            if let Some(l) = &r.object_lock {
+                println!(
+                    "    object lock: {} until {}",
+                    l.mode,
+                    l.retain_until.format("%Y-%m-%d %H:%M:%SZ")
                 );
             }
             if let Some(rs) = &r.sealed_to {

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod completions;
+pub mod copy;
 pub mod daemon;
 pub mod list;
 pub mod pitr;
@@ -11,6 +12,7 @@ pub mod run;
 pub mod schedule;
 pub mod status;
 pub mod test_restore;
+pub mod undelete;
 pub mod verify;
 pub mod wal;
 
@@ -71,6 +73,10 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Remove backups the retention policy no longer keeps (prints the plan and why).
     Prune(prune::PruneArgs),
+    /// Copy backups from one storage to another (off-site copies), verified at the destination.
+    Copy(copy::CopyArgs),
+    /// Bring back backups hidden behind delete markers on a versioned S3 storage (ransomware runbook).
+    Undelete(undelete::UndeleteArgs),
     /// Restore a physical base backup and recover to a point in time (PostgreSQL PITR).
     Pitr(pitr::PitrArgs),
     /// archive_command: store a WAL file in every storage of a target (exit 0 only when durable).

@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("goal").required(true).args(["target_time", "target_name", "target_xid", "target_lsn", "target_immediate"])))]
+#[command(group(ArgGroup::new("goal").required(true).args(["target_time", "target_name", "target_xid", "target_lsn", "target_immediate", "target_latest"])))]
 pub struct PitrArgs {
     /// Target name (a kind = "physical" target).
     pub target: String,
@@ -27,6 +27,10 @@ pub struct PitrArgs {
     /// Recover only to the end of the base backup (the earliest consistent point).
     #[arg(long)]
     pub target_immediate: bool,
+    /// Recover everything the archive holds, on the newest timeline (data-center loss);
+    /// with --start, reports the last transaction reached: the recovery point achieved.
+    #[arg(long)]
+    pub target_latest: bool,
     /// New, empty data directory to restore into.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
@@ -71,6 +75,8 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
         Goal::Xid(x.clone())
     } else if let Some(l) = &args.target_lsn {
         Goal::Lsn(l.clone())
+    } else if args.target_latest {
+        Goal::Latest
     } else {
         Goal::Immediate
     };

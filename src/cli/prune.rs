@@ -25,6 +25,10 @@ pub struct PruneArgs {
     /// Print the plan (with each removal's result) as a JSON array on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also extend the S3 Object Lock of every backup the policy keeps (and the WAL it
+    /// needs) to a full lock period from now when less than half is left; never shortens.
+    #[arg(long)]
+    pub extend_locks: bool,
     /// Delete without asking (needed when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -65,6 +69,17 @@ pub fn execute(cfg: &Config, args: PruneArgs, ui: &Ui) -> Result<()> {
     if !args.json {
         print_table(&plan, &mut std::io::stdout().lock())?;
     }
+    let mut lock_errors = Vec::new();
+    if args.extend_locks && args.dry_run {
+        ui.info("dry run: no lock was extended (--extend-locks)");
+    } else if args.extend_locks {
+        let (n, errors) = crate::engine::locks::extend(&mut plan, chrono::Utc::now(), ui);
+        ui.info(format!("object locks: {n} object(s) extended"));
+        for e in &errors {
+            ui.error(e);
+        }
+        lock_errors = errors;
+    }
     let summary = format!(
         "{} to keep, {} to remove ({})",
         t.keep,
@@ -98,7 +113,15 @@ pub fn execute(cfg: &Config, args: PruneArgs, ui: &Ui) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     }
     outcome?;
-    prune::finish(&plan)
+    prune::finish(&plan)?;
+    if !lock_errors.is_empty() {
+        anyhow::bail!(
+            "{} object lock(s) could not be extended: {}",
+            lock_errors.len(),
+            lock_errors.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn print_table(plan: &Prune, out: &mut dyn Write) -> Result<()> {

@@ -68,9 +68,17 @@ pub struct RestoreArgs {
     /// Skip comparing restored row counts with the manifest.
     #[arg(long)]
     pub no_check: bool,
+    /// PostgreSQL: do not ANALYZE after the restore (the first queries then run on empty
+    /// planner statistics until autovacuum gets round to them).
+    #[arg(long)]
+    pub no_analyze: bool,
     /// Where to download remote backups before restoring (default: $TMPDIR).
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
+    /// Ransomware runbook: restore from the versions a delete marker hides on a
+    /// versioned S3 storage (with --storage; see `backup list --deleted`).
+    #[arg(long, requires = "storage")]
+    pub deleted: bool,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -95,11 +103,13 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
             ns_include: args.ns_include.clone(),
             ns_from: args.ns_from.clone(),
             ns_to: args.ns_to.clone(),
+            no_analyze: args.no_analyze,
         },
         yes: args.yes,
         dry_run: args.dry_run,
         check_counts: !args.no_check,
         temp_dir: args.temp_dir.clone(),
+        deleted: args.deleted,
     };
     if let Some(u) = &args.to_url {
         if url::Url::parse(u).is_ok_and(|u| u.password().is_some()) {

@@ -74,6 +74,19 @@ pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
         m.database.tables.len()
     ));
     // Only after a backup that succeeded everywhere (a failed run returned above).
+    if !t.cfg.copy_after_run.is_empty() {
+        let from = out.stored_on.first().cloned().unwrap_or_default();
+        super::copy::after_run(cfg, &args.target, &m.id, &from, ui).map_err(|e| {
+            e.context(format!(
+                "backup {} is stored on [{}], but copying it to [{}] (copy_after_run) failed; `backup copy {} {} --to STORAGE` retries",
+                m.id,
+                out.stored_on.join(", "),
+                t.cfg.copy_after_run.join(", "),
+                args.target,
+                m.id
+            ))
+        })?;
+    }
     if t.cfg.prune_after_run {
         super::prune::after_run(cfg, &args.target, ui).map_err(|e| {
             e.context(format!(

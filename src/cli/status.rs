@@ -6,22 +6,30 @@ use anyhow::Result;
 use clap::Args;
 use std::time::Duration;
 
+/// Without `--max-age` or a target's `max_age`: a daily backup plus two hours' slack.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only this target (default: every target).
     pub target: Option<String>,
-    /// Oldest acceptable newest backup, per target and storage (exit 7 when older).
-    #[arg(long, value_name = "DURATION", default_value = "26h")]
-    pub max_age: String,
+    /// Oldest acceptable newest backup, per target and storage (exit 7 when older;
+    /// default: each target's `max_age`, else 26h).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn execute(cfg: &Config, args: StatusArgs, ui: &Ui) -> Result<()> {
-    let max_age = crate::duration::parse(&args.max_age)
-        .map_err(|e| Fail::Usage(format!("--max-age: {e}")))?;
-    let st = status::status(cfg, args.target.as_deref(), max_age)?;
+    let max_age = match &args.max_age {
+        Some(a) => {
+            Some(crate::duration::parse(a).map_err(|e| Fail::Usage(format!("--max-age: {e}")))?)
+        }
+        None => None,
+    };
+    let st = status::status(cfg, args.target.as_deref(), max_age, DEFAULT_MAX_AGE)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
@@ -67,22 +75,41 @@ pub fn execute(cfg: &Config, args: StatusArgs, ui: &Ui) -> Result<()> {
             }
         }
     }
-    let stale: Vec<String> = st
+    let stale: Vec<(String, u64)> = st
         .iter()
         .flat_map(|t| {
-            t.storages
-                .iter()
-                .filter(|s| s.stale)
-                .map(move |s| format!("{} on `{}`", t.target, s.storage))
+            t.storages.iter().filter(|s| s.stale).map(move |s| {
+                (
+                    format!("{} on `{}`", t.target, s.storage),
+                    t.max_age_seconds,
+                )
+            })
         })
         .collect();
-    if !stale.is_empty() {
-        return Err(Fail::Stale(format!(
-            "no backup newer than {} for: {}",
-            args.max_age,
-            stale.join(", ")
-        ))
-        .into());
+    if let Some((_, first)) = stale.first() {
+        let spec = |secs: u64| crate::duration::spec(Duration::from_secs(secs));
+        // One limit for all (`--max-age`, or the same key everywhere): say it once.
+        let msg = if stale.iter().all(|(_, m)| m == first) {
+            format!(
+                "no backup newer than {} for: {}",
+                spec(*first),
+                stale
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!(
+                "no backup new enough for: {}",
+                stale
+                    .iter()
+                    .map(|(n, m)| format!("{n} (max {})", spec(*m)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        return Err(Fail::Stale(msg).into());
     }
     Ok(())
 }

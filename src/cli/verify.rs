@@ -46,7 +46,13 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
         let tcfg = target.cfg;
         let mut engine = registry::open(&target)?;
         let archive = registry::log_archive(&target);
-        for sname in &tcfg.storages {
+        // An explicit --storage is read even when the target does not name it (a copy
+        // made with `backup copy --to` to a storage outside copy_to).
+        let names = match &args.storage {
+            Some(s) => vec![s.clone()],
+            None => tcfg.all_storages(),
+        };
+        for sname in &names {
             if args.storage.as_ref().is_some_and(|s| s != sname) {
                 continue;
             }
@@ -79,6 +85,8 @@ pub fn execute(cfg: &Config, args: VerifyArgs, ui: &Ui) -> Result<()> {
             }
             for m in chosen {
                 ui.info(format!("verifying {t} {} on `{sname}`", m.id));
+                let _reading =
+                    crate::engine::readers::read(&cfg.state_dir(), t, &m.id, "backup verify")?;
                 let r = verify::verify_backup(s.as_ref(), m, engine.logical());
                 if !args.json {
                     print_report(&r, ui);

@@ -51,6 +51,12 @@ pub struct Config {
     /// starts and reloads.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// Also send each audit line to syslog (facility authpriv), on `audit_syslog_socket`.
+    #[serde(default)]
+    pub audit_syslog: bool,
+    /// The local syslog socket (default `/dev/log`).
+    #[serde(default)]
+    pub audit_syslog_socket: Option<PathBuf>,
     /// `backup daemon`: HTTP listener, concurrency, jitter, grace period, health age.
     #[serde(default)]
     pub daemon: Option<DaemonConfig>,
@@ -206,6 +212,14 @@ impl Config {
             }
         }
         let bad = |key: String, msg: String| self.key_error(&key, msg);
+        for name in self.storages.keys() {
+            if self.lock_period(name).is_err() {
+                return Err(bad(
+                    format!("storages.{name}.object_lock.until"),
+                    "\"retention\" needs a retention rule with a time bound on this storage (keep_daily, keep_within...; keep_last alone has none): add one, or set days = N".into(),
+                ));
+            }
+        }
         for (name, t) in &self.targets {
             // Which kinds an engine takes is the engine's to say (registry::check_config).
             if !matches!(t.kind.as_str(), "logical" | "physical" | "native") {
@@ -232,8 +246,34 @@ impl Config {
                     ));
                 }
             }
+            for (k, list) in [
+                ("copy_to", &t.copy_to),
+                ("copy_after_run", &t.copy_after_run),
+            ] {
+                for s in list {
+                    if !self.storages.contains_key(s) {
+                        return Err(bad(
+                            format!("targets.{name}.{k}"),
+                            format!("names storage `{s}`, which is not defined in [storages.*]"),
+                        ));
+                    }
+                    if t.storages.contains(s) {
+                        return Err(bad(
+                            format!("targets.{name}.{k}"),
+                            format!("`{s}` is one of the target's own storages, which every run already writes; name an off-site storage"),
+                        ));
+                    }
+                }
+            }
+            if t.copy_schedule.is_some() && t.copy_to.is_empty() {
+                return Err(bad(
+                    format!("targets.{name}.copy_schedule"),
+                    "gives `backup copy` nowhere to copy to: set copy_to = [\"STORAGE\"] as well"
+                        .into(),
+                ));
+            }
             for s in t.retention.keys() {
-                if !t.storages.contains(s) {
+                if !t.all_storages().contains(s) {
                     return Err(bad(
                         format!("targets.{name}.retention.{s}"),
                         format!("storage `{s}` is not one of this target's storages"),
@@ -255,6 +295,9 @@ impl Config {
             if let Some(tr) = &t.test_restore {
                 tr.validate()
                     .map_err(|m| bad(format!("targets.{name}.test_restore"), m))?;
+            }
+            if let Some(a) = &t.max_age {
+                crate::duration::parse(a).map_err(|e| bad(format!("targets.{name}.max_age"), e))?;
             }
             if let Some(l) = t.compression_level {
                 if !(1..=9).contains(&l) {
@@ -349,6 +392,35 @@ impl Config {
             return PathBuf::from(h).join(".local/state/backup");
         }
         std::env::temp_dir().join("backup-state")
+    }
+
+    /// The Object Lock period of a storage: `days`, or for `until = "retention"` the
+    /// longest horizon of every policy that applies there (the storage's own and every
+    /// target's override). Ok(None) without Object Lock; Err when "retention" has no
+    /// time-bound rule to derive it from.
+    pub fn lock_period(
+        &self,
+        storage: &str,
+    ) -> std::result::Result<Option<std::time::Duration>, ()> {
+        let Some(StorageConfig::S3(s3)) = self.storages.get(storage) else {
+            return Ok(None);
+        };
+        let Some(l) = &s3.object_lock else {
+            return Ok(None);
+        };
+        if let Some(d) = l.days {
+            return Ok(Some(std::time::Duration::from_secs(d as u64 * 86_400)));
+        }
+        let policies = s3.retention.iter().chain(
+            self.targets
+                .values()
+                .filter_map(|t| t.retention.get(storage)),
+        );
+        policies
+            .filter_map(|r| r.horizon())
+            .max()
+            .map(Some)
+            .ok_or(())
     }
 
     /// The effective retention for a target on a storage (target override first).
@@ -479,5 +551,53 @@ storages = ["local", "s3"]
             e.contains("targets.pg.storages") && e.contains("nowhere"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn object_lock_period_and_copy_keys_are_checked() {
+        let s3 = "[storages.s3]\ntype = \"s3\"\nbucket = \"b\"\n";
+        let t = "[targets.pg]\nengine = \"postgres\"\nstorages = [\"s3\"]\n";
+        let lock = |l: &str, ret: &str| format!("{s3}{ret}[storages.s3.object_lock]\n{l}\n{t}");
+        let day = 86_400;
+        let cfg = Config::parse(&lock("mode = \"GOVERNANCE\"\ndays = 30", ""), "b.toml").unwrap();
+        assert_eq!(
+            cfg.lock_period("s3"),
+            Ok(Some(std::time::Duration::from_secs(30 * day)))
+        );
+        // until = "retention": the longest rule, counting one more calendar period.
+        let cfg = Config::parse(
+            &lock(
+                "mode = \"COMPLIANCE\"\nuntil = \"retention\"",
+                "retention = { keep_daily = 7, keep_within = \"3d\", keep_last = 100 }\n",
+            ),
+            "b.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.lock_period("s3"),
+            Ok(Some(std::time::Duration::from_secs(8 * day)))
+        );
+        let e = err(&lock(
+            "mode = \"COMPLIANCE\"\nuntil = \"retention\"",
+            "retention = { keep_last = 3 }\n",
+        ));
+        assert!(
+            e.contains("storages.s3.object_lock.until") && e.contains("time bound"),
+            "{e}"
+        );
+        let e = err(&lock("mode = \"governance\"\ndays = 3", ""));
+        assert!(e.contains("object_lock.mode"), "{e}");
+        let e = err(&lock(
+            "mode = \"GOVERNANCE\"\ndays = 3\nuntil = \"retention\"",
+            "",
+        ));
+        assert!(e.contains("exactly one"), "{e}");
+        let e = err(&format!("{s3}{t}copy_after_run = [\"s3\"]\n"));
+        assert!(
+            e.contains("targets.pg.copy_after_run") && e.contains("own storages"),
+            "{e}"
+        );
+        let e = err(&format!("{s3}{t}copy_to = [\"gcs\"]\n"));
+        assert!(e.contains("targets.pg.copy_to") && e.contains("gcs"), "{e}");
     }
 }

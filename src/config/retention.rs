@@ -123,4 +123,43 @@ impl Retention {
         }
         Ok(())
     }
+
+    /// The longest time any rule of this policy could keep a backup, for Object Lock's
+    /// `until = "retention"`: a count of calendar periods keeps at most one more period
+    /// than it counts (the current one), a duration keeps that long. `keep_last` has no
+    /// time bound (it depends on how often backups run) and does not count; None when
+    /// no rule has a time bound.
+    pub fn horizon(&self) -> Option<std::time::Duration> {
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        let mut secs: Vec<u64> = Vec::new();
+        for (n, period) in [
+            (self.keep_hourly, HOUR),
+            (self.keep_daily, DAY),
+            (self.keep_weekly, 7 * DAY),
+            (self.keep_monthly, 31 * DAY),
+            (self.keep_yearly, 366 * DAY),
+        ] {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                secs.push((n as u64 + 1) * period);
+            }
+        }
+        for d in [
+            &self.keep_within,
+            &self.keep_within_hourly,
+            &self.keep_within_daily,
+            &self.keep_within_weekly,
+            &self.keep_within_monthly,
+            &self.keep_within_yearly,
+            &self.keep_tagged,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Ok(d) = crate::duration::parse(d) {
+                secs.push(d.as_secs());
+            }
+        }
+        secs.into_iter().max().map(std::time::Duration::from_secs)
+    }
 }

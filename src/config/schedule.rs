@@ -165,17 +165,12 @@ impl Config {
                     ));
                 }
             }
-            if t.copy_schedule.is_some() {
-                return Err(self.key_error(
-                    &key("copy_schedule"),
-                    "`backup copy` does not exist in this version, so there is nothing to schedule; remove the key",
-                ));
-            }
             for (k, v) in [
                 ("schedule", &t.schedule),
                 ("verify_schedule", &t.verify_schedule),
                 ("test_restore_schedule", &t.test_restore_schedule),
                 ("prune_schedule", &t.prune_schedule),
+                ("copy_schedule", &t.copy_schedule),
             ] {
                 if let Some(expr) = v {
                     parse_cron(expr).map_err(|m| self.key_error(&key(k), m))?;

@@ -97,6 +97,11 @@ pub struct S3Config {
     /// Attempts per request, with backoff on throttling and 5xx (default 5).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// How long a request may wait for the store to answer (connecting, or between
+    /// bytes of a response) before the attempt fails and is retried (default 60): a
+    /// stalled endpoint fails the command instead of hanging it.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
     /// Extra object tags added to every object.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -104,6 +109,22 @@ pub struct S3Config {
     pub retention: Option<Retention>,
     #[serde(default)]
     pub encryption: Option<EncryptionConfig>,
+    /// `[storages.NAME.object_lock]`: lock every object at upload (S3 Object Lock).
+    #[serde(default)]
+    pub object_lock: Option<ObjectLockConfig>,
+}
+
+/// `[storages.NAME.object_lock]`: `mode` with either `days` or `until = "retention"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockConfig {
+    /// `GOVERNANCE` (a privileged role may lift it) or `COMPLIANCE` (nobody may).
+    pub mode: String,
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// `retention`: the longest time the retention policy could keep a backup.
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 impl StorageConfig {
@@ -160,6 +181,35 @@ impl StorageConfig {
                         format!("{p} is outside 5..=5120 (S3's part size limits)"),
                     ));
                 }
+            }
+            if let Some(l) = &s3.object_lock {
+                if l.mode != "GOVERNANCE" && l.mode != "COMPLIANCE" {
+                    return Err(bad(
+                        "object_lock.mode",
+                        format!("`{}` is not GOVERNANCE or COMPLIANCE", l.mode),
+                    ));
+                }
+                match (l.days, l.until.as_deref()) {
+                    (Some(0), _) => {
+                        return Err(bad("object_lock.days", "must be at least 1".into()))
+                    }
+                    (Some(_), None) | (None, Some("retention")) => {}
+                    (None, Some(u)) => {
+                        return Err(bad(
+                            "object_lock.until",
+                            format!("`{u}` is not \"retention\" (or set days = N instead)"),
+                        ))
+                    }
+                    _ => {
+                        return Err(bad(
+                            "object_lock",
+                            "needs exactly one of days = N or until = \"retention\"".into(),
+                        ))
+                    }
+                }
+            }
+            if s3.timeout_seconds == Some(0) {
+                return Err(bad("timeout_seconds", "must be at least 1".into()));
             }
             if s3.concurrency == Some(0) {
                 return Err(bad("concurrency", "must be at least 1".into()));

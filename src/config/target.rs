@@ -51,9 +51,19 @@ pub struct TargetConfig {
     /// When the daemon runs `backup prune --yes`.
     #[serde(default)]
     pub prune_schedule: Option<String>,
-    /// Reserved for `backup copy`, which does not exist yet: refused with one line.
+    /// When the daemon runs `backup copy TARGET --all` (to the `copy_to` storages).
     #[serde(default)]
     pub copy_schedule: Option<String>,
+    /// Storages `backup copy` writes to when `--to` is not given (off-site copies).
+    #[serde(default)]
+    pub copy_to: Vec<String>,
+    /// Storages every successful `backup run` is copied to afterwards.
+    #[serde(default)]
+    pub copy_after_run: Vec<String>,
+    /// The oldest acceptable newest backup for `backup status` and `/healthz` (default:
+    /// `[daemon] max_age` for /healthz, else 26h; `status --max-age` overrides it).
+    #[serde(default)]
+    pub max_age: Option<String>,
     /// The engine's own keys (`url`, `password_file`, `format`...), checked by the
     /// engine when the configuration is loaded.
     #[serde(flatten)]
@@ -78,6 +88,9 @@ pub const COMMON_KEYS: &[&str] = &[
     "test_restore_schedule",
     "prune_schedule",
     "copy_schedule",
+    "copy_to",
+    "copy_after_run",
+    "max_age",
 ];
 
 impl TargetConfig {
@@ -100,8 +113,26 @@ impl TargetConfig {
             test_restore_schedule: None,
             prune_schedule: None,
             copy_schedule: None,
+            copy_to: vec![],
+            copy_after_run: vec![],
+            max_age: None,
             options: toml::Table::new(),
         }
+    }
+}
+
+impl TargetConfig {
+    /// Every storage holding this target's backups: its own, then its copies'
+    /// destinations (`copy_after_run`, `copy_to`). Listing, status and prune cover
+    /// them all, so a copy follows its storage's retention.
+    pub fn all_storages(&self) -> Vec<String> {
+        let mut out = self.storages.clone();
+        for s in self.copy_after_run.iter().chain(&self.copy_to) {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
     }
 }
 
@@ -147,6 +178,9 @@ pub struct TestRestoreConfig {
     /// Redis: keys that must exist in the restored data (in any logical database).
     #[serde(default)]
     pub must_exist: Option<Vec<String>>,
+    /// Queries run on the restored data after the checks, each timed (PostgreSQL).
+    #[serde(default)]
+    pub benchmark_sql: Option<Vec<String>>,
 }
 
 impl TestRestoreConfig {
@@ -166,6 +200,10 @@ impl TestRestoreConfig {
                 .or_else(|| base.freshness_max_lag.clone()),
             checks_sql: self.checks_sql.clone().or_else(|| base.checks_sql.clone()),
             must_exist: self.must_exist.clone().or_else(|| base.must_exist.clone()),
+            benchmark_sql: self
+                .benchmark_sql
+                .clone()
+                .or_else(|| base.benchmark_sql.clone()),
         }
     }
 }
@@ -191,6 +229,14 @@ impl TestRestoreConfig {
         }
         if self.must_exist.iter().flatten().any(String::is_empty) {
             return Err("must_exist: an empty key name; list the keys, e.g. must_exist = [\"config:global\"]".into());
+        }
+        if self
+            .benchmark_sql
+            .iter()
+            .flatten()
+            .any(|q| q.trim().is_empty())
+        {
+            return Err("benchmark_sql: an empty query; list the queries, e.g. benchmark_sql = [\"SELECT count(*) FROM orders WHERE created_at > now() - interval '1 day'\"]".into());
         }
         Ok(())
     }

@@ -79,10 +79,15 @@ pub fn health(cfg: &Config) -> (bool, String) {
     let mut ok = true;
     let mut body = String::new();
     for t in targets {
-        match status::status(cfg, Some(&t), max) {
+        // The target's own max_age wins over [daemon] max_age.
+        match status::status(cfg, Some(&t), None, max) {
             Ok(st) => {
-                for s in st.iter().flat_map(|t| &t.storages) {
+                for (s, limit) in st
+                    .iter()
+                    .flat_map(|t| t.storages.iter().map(|s| (s, t.max_age_seconds)))
+                {
                     ok &= !s.stale;
+                    let max_age = crate::duration::spec(Duration::from_secs(limit));
                     let age = s
                         .age_seconds
                         .map(|a| format!("newest backup {a}s old"))

@@ -187,19 +187,17 @@ impl Daemon {
 
     /// The audit trail's line for a start or reload; a failure to write is logged.
     fn audit(&self, command: &str, res: &Result<()>) {
-        let Some(path) = &self.cfg.audit_log else {
+        if self.cfg.audit_log.is_none() && !self.cfg.audit_syslog {
             return;
-        };
+        }
         let mut act = crate::watch::audit::Act::new(command, None).outcome_of(res);
         act.details = json!({
             "config": self.cfg.describe_source(),
             "jobs": self.plan.keys().collect::<Vec<_>>(),
         });
-        if let Err(e) = crate::watch::audit::append(path, &[act]) {
-            self.log().event(
-                "audit_error",
-                &[("error", json!(format!("{}: {e:#}", path.display())))],
-            );
+        if let Err(e) = crate::watch::audit::write(&self.cfg, &[act]) {
+            self.log()
+                .event("audit_error", &[("error", json!(format!("{e:#}")))]);
         }
     }
 

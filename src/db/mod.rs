@@ -68,12 +68,29 @@ impl<'c> Target<'c> {
             .collect()
     }
 
-    /// The target's storage names, local ones first (faster to read).
+    /// The target's own storage names, local ones first (faster to read).
     pub fn storages_local_first(&self) -> Vec<String> {
-        let mut names = self.cfg.storages.clone();
+        Self::local_first(self.config, self.cfg.storages.clone())
+    }
+
+    /// Every storage holding the target's backups (its own, then its copies'), local
+    /// ones first: where restores, pitr and wal-fetch look.
+    pub fn readable_storages_local_first(&self) -> Vec<String> {
+        Self::local_first(self.config, self.cfg.all_storages())
+    }
+
+    /// Opens every storage holding the target's backups, local ones first.
+    pub fn open_readable_storages(&self) -> Result<Vec<Box<dyn Storage>>> {
+        self.readable_storages_local_first()
+            .iter()
+            .map(|s| crate::storage::open(self.config, s))
+            .collect()
+    }
+
+    fn local_first(config: &Config, mut names: Vec<String>) -> Vec<String> {
         names.sort_by_key(|n| {
             !matches!(
-                self.config.storages.get(n),
+                config.storages.get(n),
                 Some(crate::config::StorageConfig::Local { .. })
             )
         });
@@ -146,6 +163,8 @@ pub struct RestoreOptions {
     pub ns_from: Option<String>,
     /// ...to this one.
     pub ns_to: Option<String>,
+    /// Do not rebuild the planner's statistics after the restore (`--no-analyze`).
+    pub no_analyze: bool,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -164,8 +183,24 @@ impl std::fmt::Debug for RestoreOptions {
             .field("ns_include", &self.ns_include)
             .field("ns_from", &self.ns_from)
             .field("ns_to", &self.ns_to)
+            .field("no_analyze", &self.no_analyze)
             .finish()
     }
+}
+
+/// What rebuilding the planner's statistics after a restore did (`backup restore --json`
+/// shows it as `analyze`), so that the first queries do not run on empty statistics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Analyze {
+    /// Whether the statistics were rebuilt.
+    pub done: bool,
+    /// `ANALYZE`, `ANALYZE in 3 stages`, `skipped (--no-analyze)`, or the error.
+    pub detail: String,
+    /// Passes over the data (1, or 3 in stages; 0 when not done).
+    pub stages: u32,
+    /// Tables analyzed (0: the whole database).
+    pub tables: usize,
+    pub seconds: f64,
 }
 
 /// Does a table selector (`name` or `schema.name`) pick this table?
@@ -210,6 +245,18 @@ pub trait LogicalEngine {
     /// restore compares only what it restored). Default: the `--table` selection.
     fn compares(&self, opts: &RestoreOptions, t: &TableFact) -> bool {
         opts.tables.is_empty() || opts.tables.iter().any(|x| table_selected(x, t))
+    }
+    /// After a restore: rebuilds the planner's statistics of what was restored (`tables`:
+    /// the manifest's entries this restore covers; every one for a whole restore).
+    /// `None`: the engine keeps no statistics a restore loses.
+    fn rebuild_statistics(
+        &mut self,
+        opts: &RestoreOptions,
+        tables: &[TableFact],
+        ui: &Ui,
+    ) -> Result<Option<Analyze>> {
+        let _ = (opts, tables, ui);
+        Ok(None)
     }
 }
 
@@ -320,6 +367,11 @@ pub struct ScratchOutcome {
 
 /// Engines that can start a throwaway instance for `test-restore`.
 pub trait ScratchEngine {
+    /// Whether the engine runs the operator's `benchmark_sql` queries (a target whose
+    /// engine does not is refused before anything is restored).
+    fn runs_benchmarks(&self) -> bool {
+        false
+    }
     /// Restores backup `m` from `storage` into a scratch place, checks it, removes it.
     /// Errors before the restore (no server binaries) are errors; from the restore
     /// on, every finding is a check.

@@ -21,6 +21,8 @@ pub enum Goal {
     Lsn(String),
     /// The end of the backup itself: its earliest consistent point.
     Immediate,
+    /// Everything the archive holds, on the newest timeline (no recovery target).
+    Latest,
 }
 
 impl Goal {
@@ -31,6 +33,7 @@ impl Goal {
             Goal::Xid(x) => format!("transaction {x}"),
             Goal::Lsn(l) => format!("LSN {l}"),
             Goal::Immediate => "the end of the base backup (immediate)".into(),
+            Goal::Latest => "the end of the archived WAL (latest)".into(),
         }
     }
 }

@@ -261,9 +261,10 @@ impl<'s> Upload<'s> {
                     }
                 })
                 .and_then(|_| match manifest {
-                    Some((key, bytes, meta)) => {
-                        bytes(s.as_ref()).and_then(|bytes| s.put(key, &bytes, meta).map(|_| ()))
-                    }
+                    Some((key, bytes, meta)) => bytes(s.as_ref()).and_then(|bytes| {
+                        s.put(key, &bytes, &manifest::manifest_meta(meta, &bytes))
+                            .map(|_| ())
+                    }),
                     None => Ok(()),
                 });
             match res {
@@ -403,6 +404,21 @@ pub fn open_and_check(
     let mut usable: Storages = Vec::new();
     let mut last_id: Option<String> = None;
     for s in storages {
+        // A storage that promises Object Lock on a bucket that cannot keep it is a
+        // configuration error (exit 2) before any byte is stored; one that cannot be
+        // asked is left out like any unreachable storage.
+        if let Err(e) = s.check_lock_promise() {
+            if crate::error::exit_code(&e) == 2 {
+                return Err(e);
+            }
+            let why = format!("{e:#}");
+            ui.warn(format!(
+                "storage `{}` is left out of this run: {why}",
+                s.name()
+            ));
+            failed.push((s.name().to_string(), why));
+            continue;
+        }
         let cat = match catalog::scan(s.as_ref(), target) {
             Ok(c) => c,
             Err(e) => {
@@ -488,8 +504,9 @@ pub fn run(
     ));
 
     let key = catalog::artifact_key(target, &id, &spec.name);
-    let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
+    // The cleanup first: a signal right after the first byte is stored must find it.
     let interrupted = InterruptCleanup::new(t, &storages, &id);
+    let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
     let mut dump = engine.start_dump()?;
     let mut progress = ui.progress(&format!("{target} {id}"), None);
     let level = tcfg.compression_level.unwrap_or(6);

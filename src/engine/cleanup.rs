@@ -37,6 +37,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// Installs the signal handlers once: the handler only writes the signal number to a
 /// pipe; a thread reads it, runs every registered cleanup and exits with 128+signal.
+/// Installs the SIGINT/SIGTERM/SIGHUP handlers that run every registered cleanup and
+/// exit 128 + the signal. Idempotent.
+pub fn install() {
+    install_signal_cleanup();
+}
+
 fn install_signal_cleanup() {
     if SIGNAL_PIPE.get().is_some() {
         return;

@@ -4,12 +4,16 @@
 pub mod backup;
 pub mod catalog;
 pub mod cleanup;
+pub mod copy;
 pub mod lock;
+pub mod locks;
 pub mod prune;
+pub mod readers;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod status;
 pub mod stream_set;
 pub mod test_restore;
+pub mod undelete;
 pub mod verify;

@@ -53,8 +53,23 @@ pub struct Entry {
     /// This entry is the WAL archive below the oldest kept base backup, not a backup.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub wal: bool,
+    /// `--extend-locks`: the Object Lock this kept backup now holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockNote>,
     #[serde(skip)]
-    keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
+}
+
+/// What `--extend-locks` did for one kept backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockNote {
+    /// The lock every object of the backup now holds at least until.
+    pub until: DateTime<Utc>,
+    /// Objects whose lock was extended (0: all already ran long enough).
+    pub extended: usize,
+    /// Objects that could not be extended (with the first reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 pub struct StoragePlan {
@@ -65,7 +80,26 @@ pub struct StoragePlan {
     pub empty_policy: bool,
     /// Newest first.
     pub entries: Vec<Entry>,
-    handle: Box<dyn Storage>,
+    pub(crate) handle: Box<dyn Storage>,
+    /// Exclusive holds on the backups to remove, until the prune is done.
+    held: Vec<crate::engine::readers::BackupLock>,
+}
+
+/// Takes every backup to remove exclusively; one a reader (restore, test-restore,
+/// pitr, copy, verify) holds is kept instead, and the plan says by whom.
+fn hold_removals(p: &mut StoragePlan, state_dir: &std::path::Path) {
+    for e in p.entries.iter_mut() {
+        if e.action != Action::Remove || e.wal {
+            continue;
+        }
+        match crate::engine::readers::for_removal(state_dir, &p.target, &e.id) {
+            Ok(l) => p.held.push(l),
+            Err(holder) => {
+                e.action = Action::Keep;
+                e.reasons.push(format!("in use, kept: {holder}"));
+            }
+        }
+    }
 }
 
 impl StoragePlan {
@@ -136,10 +170,10 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
     if let Some(s) = req.storage {
         cfg.storage(s)?;
         if let Some(t) = req.target {
-            if !cfg.target(t)?.storages.iter().any(|x| x == s) {
+            if !cfg.target(t)?.all_storages().iter().any(|x| x == s) {
                 return Err(Fail::Usage(format!(
                     "storage `{s}` is not one of target `{t}`'s storages [{}]",
-                    cfg.target(t)?.storages.join(", ")
+                    cfg.target(t)?.all_storages().join(", ")
                 ))
                 .into());
             }
@@ -152,8 +186,8 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
         let target = Target::resolve(cfg, t)?;
         let archive = (req.archives)(&target);
         let tcfg = target.cfg;
-        let names: Vec<&String> = tcfg
-            .storages
+        let all = tcfg.all_storages();
+        let names: Vec<&String> = all
             .iter()
             .filter(|s| match req.storage {
                 Some(only) => only == s.as_str(),
@@ -183,7 +217,10 @@ pub fn prepare(cfg: &Config, req: &Request) -> Result<Prune> {
                 }
             };
             match plan_storage(handle, t, archive.as_deref(), &policy, req.now) {
-                Ok(p) => plans.push(p),
+                Ok(mut p) => {
+                    hold_removals(&mut p, &cfg.state_dir());
+                    plans.push(p)
+                }
                 Err(e) => errors.push(format!("storage `{sname}`: {e:#}")),
             }
         }
@@ -265,6 +302,7 @@ fn plan_storage(
                 result: None,
                 detail: None,
                 wal: false,
+                lock: None,
             }
         })
         .collect::<Vec<_>>();
@@ -282,6 +320,7 @@ fn plan_storage(
         empty_policy: policy.is_empty(),
         entries,
         handle,
+        held: vec![],
     })
 }
 
@@ -328,6 +367,7 @@ fn plan_log(
         result: None,
         detail: None,
         wal: true,
+        lock: None,
         keys: p.remove,
     }))
 }

@@ -25,6 +25,8 @@ pub struct RestoreRequest {
     pub dry_run: bool,
     pub check_counts: bool,
     pub temp_dir: Option<PathBuf>,
+    /// Read the storage as it was before objects were deleted (`--deleted`).
+    pub deleted: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,23 +39,47 @@ pub struct RestoreOutcome {
     pub plan: Vec<String>,
     pub tables_checked: usize,
     pub duration_seconds: f64,
+    /// Statistics rebuilt after the restore (None: the engine has none to rebuild).
+    pub analyze: Option<crate::db::Analyze>,
 }
 
 /// Finds a backup on the named storage, or on the first of the target's storages that
 /// has it (local storages first: faster to read).
 pub fn locate(t: &Target, which: &str, only: Option<&str>) -> Result<(Box<dyn Storage>, Manifest)> {
+    locate_in(t, which, only, false)
+}
+
+/// `locate`, optionally in the `--deleted` view of the named storage (the ransomware
+/// runbook: backups hidden behind delete markers).
+pub fn locate_in(
+    t: &Target,
+    which: &str,
+    only: Option<&str>,
+    deleted: bool,
+) -> Result<(Box<dyn Storage>, Manifest)> {
     let (cfg, target) = (t.config, t.name);
     let names: Vec<String> = match only {
         Some(s) => {
             cfg.storage(s)?;
             vec![s.to_string()]
         }
-        None => t.storages_local_first(),
+        None if deleted => {
+            return Err(Fail::Usage(
+                "--deleted reads one versioned S3 storage: name it with --storage".into(),
+            )
+            .into())
+        }
+        None => t.readable_storages_local_first(),
     };
     let mut errors = Vec::new();
     let mut best: Option<(Box<dyn Storage>, Manifest)> = None;
     for n in &names {
-        let s = match storage::open(cfg, n) {
+        let opened = if deleted {
+            storage::open_deleted(cfg, n)
+        } else {
+            storage::open(cfg, n)
+        };
+        let s = match opened {
             Ok(s) => s,
             Err(e) => {
                 errors.push(format!("{n}: {e:#}"));
@@ -120,7 +146,10 @@ pub fn restore(
     ui: &Ui,
 ) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
-    let (storage, m) = locate(t, &req.which, req.storage.as_deref())?;
+    let (storage, m) = locate_in(t, &req.which, req.storage.as_deref(), req.deleted)?;
+    // Held until the restore is done: a prune keeps this backup meanwhile.
+    let _reading =
+        crate::engine::readers::read(&t.config.state_dir(), t.name, &m.id, "backup restore")?;
     req.opts.backup_id = Some(m.id.clone());
     let database = engine
         .restore_precheck(&req.opts, &m.format)
@@ -151,6 +180,7 @@ pub fn restore(
 
     ui.info(format!("restoring {} into `{database}`", m.id));
     engine.restore(&path, art.compression == "gzip", &req.opts)?;
+    out.analyze = rebuild_statistics(engine, &req.opts, &m, ui);
 
     if req.check_counts {
         out.tables_checked = compare_counts(engine, &req.opts, &m, &database, ui)?;
@@ -162,6 +192,42 @@ pub fn restore(
         crate::duration::human(started.elapsed())
     ));
     Ok(out)
+}
+
+/// Rebuilds the planner's statistics of what was restored. The data is in by now, so a
+/// failure is a warning (and `done: false` in the outcome), not a failed restore.
+pub fn rebuild_statistics(
+    engine: &mut dyn LogicalEngine,
+    opts: &RestoreOptions,
+    m: &Manifest,
+    ui: &Ui,
+) -> Option<crate::db::Analyze> {
+    let tables: Vec<_> = m
+        .database
+        .tables
+        .iter()
+        .filter(|t| engine.compares(opts, t))
+        .cloned()
+        .collect();
+    match engine.rebuild_statistics(opts, &tables, ui) {
+        Ok(Some(a)) => {
+            ui.info(format!("statistics: {}", a.detail));
+            Some(a)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            ui.warn(format!(
+                "restored, but rebuilding the statistics failed (the first queries may be slow; run ANALYZE): {e:#}"
+            ));
+            Some(crate::db::Analyze {
+                done: false,
+                detail: format!("failed: {e:#}"),
+                stages: 0,
+                tables: 0,
+                seconds: 0.0,
+            })
+        }
+    }
 }
 
 /// The first lines of a restore plan: which backup, from where.
@@ -348,6 +414,7 @@ pub fn present_plan(
         plan: plan.clone(),
         tables_checked: 0,
         duration_seconds: 0.0,
+        analyze: None,
     };
     for p in &plan {
         ui.info(format!("plan: {p}"));

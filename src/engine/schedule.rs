@@ -1,5 +1,5 @@
 //! The schedule: every job the configuration asks for (a target's backups, verify,
-//! test-restore, prune), and when each fires next in its target's time zone.
+//! test-restore, prune, copy), and when each fires next in its target's time zone.
 
 use crate::config::{parse_cron, Config};
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ pub enum JobKind {
     Verify,
     TestRestore,
     Prune,
+    Copy,
 }
 
 impl JobKind {
@@ -24,6 +25,7 @@ impl JobKind {
             JobKind::Verify => "verify",
             JobKind::TestRestore => "test_restore",
             JobKind::Prune => "prune",
+            JobKind::Copy => "copy",
         }
     }
 }
@@ -74,6 +76,8 @@ impl Job {
             JobKind::Verify => vec!["verify".into(), t, "latest".into()],
             JobKind::TestRestore => vec!["test-restore".into(), t],
             JobKind::Prune => vec!["prune".into(), t, "--yes".into()],
+            // To the target's `copy_to` storages; complete copies are skipped.
+            JobKind::Copy => vec!["copy".into(), t, "--all".into()],
         }
     }
 }
@@ -120,6 +124,7 @@ pub fn jobs(cfg: &Config) -> Vec<Job> {
             (JobKind::Verify, &t.verify_schedule),
             (JobKind::TestRestore, &t.test_restore_schedule),
             (JobKind::Prune, &t.prune_schedule),
+            (JobKind::Copy, &t.copy_schedule),
         ] {
             if let Some(c) = v {
                 push(format!("{name}/{}", kind.as_str()), kind, c, None);

@@ -41,7 +41,15 @@ pub struct TargetStatus {
     pub ok: bool,
 }
 
-pub fn status(cfg: &Config, only: Option<&str>, max_age: Duration) -> Result<Vec<TargetStatus>> {
+/// The status of every target (or `only`). A target's newest backup may be as old as
+/// `max_age` when given (an explicit `--max-age`), else as its own `max_age` key, else
+/// `default_max_age`.
+pub fn status(
+    cfg: &Config,
+    only: Option<&str>,
+    max_age: Option<Duration>,
+    default_max_age: Duration,
+) -> Result<Vec<TargetStatus>> {
     let targets: Vec<String> = match only {
         Some(t) => {
             cfg.target(t)?;
@@ -53,8 +61,16 @@ pub fn status(cfg: &Config, only: Option<&str>, max_age: Duration) -> Result<Vec
     let mut out = Vec::new();
     for t in targets {
         let tcfg = cfg.target(&t)?;
+        // Validated when the config was loaded.
+        let max_age = max_age
+            .or_else(|| {
+                tcfg.max_age
+                    .as_deref()
+                    .and_then(|a| crate::duration::parse(a).ok())
+            })
+            .unwrap_or(default_max_age);
         let mut storages = Vec::new();
-        for sname in &tcfg.storages {
+        for sname in &tcfg.all_storages() {
             let scanned = storage::open(cfg, sname).and_then(|s| catalog::scan(s.as_ref(), &t));
             let st = match scanned {
                 Ok(cat) => {

@@ -12,8 +12,8 @@ use crate::engine::backup::{
 use crate::engine::catalog;
 use crate::engine::lock::hostname;
 use crate::engine::restore::{
-    compare_counts, fetch_verified, locate, plan_head, present_plan, temp_dir, RestoreOutcome,
-    RestoreRequest,
+    compare_counts, fetch_verified, locate, locate_in, plan_head, present_plan, temp_dir,
+    RestoreOutcome, RestoreRequest,
 };
 use crate::manifest::{self, Artifact, Manifest, RunOutcome, MANIFEST_FILE};
 use crate::storage::Storage;
@@ -110,7 +110,7 @@ pub fn run(
             match m
                 .for_storage(s.as_ref())
                 .to_json()
-                .and_then(|b| s.put(&key, &b, &meta))
+                .and_then(|b| s.put(&key, &b, &manifest::manifest_meta(&meta, &b)))
             {
                 Ok(_) => {
                     ui.info(format!(
@@ -226,7 +226,10 @@ pub fn restore(
     ui: &Ui,
 ) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
-    let (storage, m) = locate(t, &req.which, req.storage.as_deref())?;
+    let (storage, m) = locate_in(t, &req.which, req.storage.as_deref(), req.deleted)?;
+    // Held until the restore is done: a prune keeps this backup meanwhile.
+    let _reading =
+        crate::engine::readers::read(&t.config.state_dir(), t.name, &m.id, "backup restore")?;
     req.opts.backup_id = Some(m.id.clone());
     let database = engine
         .restore_precheck(&req.opts, &m.format)
@@ -235,6 +238,7 @@ pub fn restore(
     // An artifact the backup referenced instead of storing again is read (and
     // verified) from the earlier backup that stores it, on the same storage.
     let mut homes: Vec<Manifest> = Vec::new();
+    let mut _reading_homes = Vec::new();
     let mut arts: Vec<(usize, Artifact)> = Vec::new();
     for n in &names {
         let home = engine.home(&m, n);
@@ -245,6 +249,12 @@ pub fn restore(
                 None => {
                     let (_, hm) = locate(t, &h, Some(storage.name()))
                         .with_context(|| format!("backup {} needs {n} from backup {h}", m.id))?;
+                    _reading_homes.push(crate::engine::readers::read(
+                        &t.config.state_dir(),
+                        t.name,
+                        &hm.id,
+                        "backup restore",
+                    )?);
                     homes.push(hm);
                     homes.len()
                 }

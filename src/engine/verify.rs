@@ -160,6 +160,29 @@ pub fn check_sealed(
     })
 }
 
+/// Does the manifest still hash to the checksum recorded when it was written? None
+/// when none was recorded (backups from before it was, or stores without metadata).
+pub fn check_manifest(storage: &dyn Storage, m: &Manifest) -> Option<Result<String, String>> {
+    use crate::manifest::{MANIFEST_FILE, MANIFEST_SHA_META};
+    let key = crate::engine::catalog::artifact_key(&m.target, &m.id, MANIFEST_FILE);
+    let meta = storage.metadata(&key).ok()?;
+    let want = meta.get(MANIFEST_SHA_META)?;
+    let bytes = match crate::storage::read_all(storage, &key) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(format!("{MANIFEST_FILE}: {e:#}"))),
+    };
+    let got = hex::encode(Sha256::digest(&bytes));
+    Some(if &got == want {
+        Ok(format!(
+            "{MANIFEST_FILE}: SHA-256 matches the one recorded when it was written"
+        ))
+    } else {
+        Err(format!(
+            "{MANIFEST_FILE}: changed since it was written (SHA-256 {got}, recorded {want}): do not trust this copy; restore from another storage or take a new backup"
+        ))
+    })
+}
+
 pub fn verify_backup(
     storage: &dyn Storage,
     m: &Manifest,
@@ -168,6 +191,11 @@ pub fn verify_backup(
     let mut checks = Vec::new();
     let mut problems = Vec::new();
     let mut unreadable = false;
+    match check_manifest(storage, m) {
+        Some(Ok(c)) => checks.push(c),
+        Some(Err(p)) => problems.push(p),
+        None => {}
+    }
     for art in &m.artifacts {
         let key = crate::engine::catalog::artifact_key(&m.target, &m.id, &art.name);
         match storage.open(&key) {

@@ -85,13 +85,35 @@ struct LocalWriter {
     meta: BTreeMap<String, String>,
 }
 
+impl LocalWriter {
+    /// A full disk, said plainly: where, how much was written and how much is free.
+    fn explain(&self, e: std::io::Error) -> std::io::Error {
+        if e.raw_os_error() != Some(libc::ENOSPC) {
+            return e;
+        }
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "the disk under {} is full ({} free after writing {} of this file): free space there, or lower the retention of this storage",
+                self.root.display(),
+                crate::duration::bytes(free_bytes(&self.root).unwrap_or(0)),
+                crate::duration::bytes(self.written)
+            ),
+        )
+    }
+}
+
 impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self
+        let n = match self
             .file
             .as_mut()
             .expect("writer used after finish")
-            .write(buf)?;
+            .write(buf)
+        {
+            Ok(n) => n,
+            Err(e) => return Err(self.explain(e)),
+        };
         self.written += n as u64;
         Ok(n)
     }

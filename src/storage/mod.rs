@@ -39,6 +39,21 @@ pub struct StoredDigest {
     pub sha256: String,
 }
 
+/// An S3 Object Lock on one object: nobody (COMPLIANCE) or only a privileged role
+/// (GOVERNANCE) may delete or overwrite that version before `retain_until`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectLock {
+    pub mode: String,
+    pub retain_until: DateTime<Utc>,
+}
+
+/// The lock a storage puts on every object it writes: `mode` until now + `period`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockPolicy {
+    pub mode: String,
+    pub period: std::time::Duration,
+}
+
 /// What is attached to a stored object (S3 tags and metadata; ignored locally).
 #[derive(Debug, Clone, Default)]
 pub struct PutMeta {
@@ -107,6 +122,40 @@ pub trait Storage: Send + Sync {
     fn free_space(&self) -> Option<u64> {
         None
     }
+    /// The Object Lock every object written here gets (None: not locked).
+    fn lock_policy(&self) -> Option<LockPolicy> {
+        None
+    }
+    /// Refuses (exit 2) when the storage promises Object Lock but the bucket cannot
+    /// keep the promise (no versioning, Object Lock not enabled).
+    fn check_lock_promise(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The lock on an object, None when it has none (or the storage has no locks).
+    fn lock_of(&self, key: &str) -> Result<Option<ObjectLock>> {
+        let _ = key;
+        Ok(None)
+    }
+    /// Extends an object's lock to `until`; never shortens one. Ok(false) when it
+    /// already ran at least that long.
+    fn extend_lock(&self, key: &str, until: DateTime<Utc>) -> Result<bool> {
+        let _ = (key, until);
+        anyhow::bail!("storage `{}` has no object locks", self.name())
+    }
+    /// In the `--deleted` view: a delete marker hides this key now.
+    fn is_deleted(&self, key: &str) -> bool {
+        let _ = key;
+        false
+    }
+    /// Removes the delete markers hiding `keys` (versioned S3); returns how many keys
+    /// are visible again.
+    fn undelete(&self, keys: &[String]) -> Result<usize> {
+        let _ = keys;
+        anyhow::bail!(
+            "storage `{}` keeps no deleted versions: undelete needs a versioned S3 bucket",
+            self.name()
+        )
+    }
     /// The age recipients objects are sealed to (None: stored as they are).
     fn sealed_to(&self) -> Option<Vec<String>> {
         None
@@ -133,14 +182,39 @@ pub fn is_not_found(e: &anyhow::Error) -> bool {
 
 /// Opens every storage a command needs from the config.
 pub fn open(cfg: &crate::config::Config, name: &str) -> Result<Box<dyn Storage>> {
+    open_as(cfg, name, false)
+}
+
+/// Opens a storage as it was before objects were deleted (versioned S3 only): the
+/// read-only view `list --deleted`, `restore --deleted` and `undelete` use.
+pub fn open_deleted(cfg: &crate::config::Config, name: &str) -> Result<Box<dyn Storage>> {
+    open_as(cfg, name, true)
+}
+
+fn open_as(cfg: &crate::config::Config, name: &str, deleted: bool) -> Result<Box<dyn Storage>> {
     use crate::config::StorageConfig;
     use anyhow::Context;
     let sc = cfg.storage(name)?;
     let backend: Box<dyn Storage> = match sc {
+        StorageConfig::Local { .. } if deleted => {
+            return Err(crate::error::Fail::Usage(format!(
+                "storage `{name}` is a local folder, which keeps nothing once deleted: --deleted and undelete read the old versions of a versioned S3 bucket"
+            ))
+            .into())
+        }
         StorageConfig::Local { path, .. } => Box::new(local::LocalStorage::new(name, path)),
-        StorageConfig::S3(c) => Box::new(
-            s3::S3Storage::new(name, c).with_context(|| format!("opening S3 storage `{name}`"))?,
-        ),
+        StorageConfig::S3(c) => {
+            // Validation refused a lock period that cannot be derived.
+            let lock = c.object_lock.as_ref().and_then(|l| {
+                Some(LockPolicy {
+                    mode: l.mode.clone(),
+                    period: cfg.lock_period(name).ok().flatten()?,
+                })
+            });
+            let s = s3::S3Storage::new(name, c, lock)
+                .with_context(|| format!("opening S3 storage `{name}`"))?;
+            Box::new(if deleted { s.with_deleted() } else { s })
+        }
     };
     Ok(match sc.encryption() {
         Some(enc) => Box::new(seal::Sealed::new(backend, enc)?),

@@ -453,6 +453,37 @@ impl Storage for Sealed {
         }
         self.inner.metadata(key)
     }
+    fn is_deleted(&self, key: &str) -> bool {
+        self.inner.is_deleted(key) || sealed_key(key) && self.inner.is_deleted(&stored_key(key))
+    }
+    fn undelete(&self, keys: &[String]) -> Result<usize> {
+        let mut all = Vec::with_capacity(keys.len() * 2);
+        for k in keys {
+            if sealed_key(k) {
+                all.push(stored_key(k));
+            }
+            all.push(k.clone());
+        }
+        self.inner.undelete(&all)
+    }
+    fn lock_policy(&self) -> Option<super::LockPolicy> {
+        self.inner.lock_policy()
+    }
+    fn check_lock_promise(&self) -> Result<()> {
+        self.inner.check_lock_promise()
+    }
+    fn lock_of(&self, key: &str) -> Result<Option<super::ObjectLock>> {
+        if sealed_key(key) && self.inner.head(&stored_key(key))?.is_some() {
+            return self.inner.lock_of(&stored_key(key));
+        }
+        self.inner.lock_of(key)
+    }
+    fn extend_lock(&self, key: &str, until: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+        if sealed_key(key) && self.inner.head(&stored_key(key))?.is_some() {
+            return self.inner.extend_lock(&stored_key(key), until);
+        }
+        self.inner.extend_lock(key, until)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut v = self.inner.list(prefix)?;
         for o in v.iter_mut() {

@@ -1,6 +1,8 @@
 //! The audit trail: one JSON line per destructive or privileged act (restore, pitr, a
 //! prune deletion, daemon start and reload; later copy and undelete) appended to the
-//! file named by the top-level `audit_log` key, fsynced before the command goes on.
+//! file named by the top-level `audit_log` key, fsynced before the command goes on,
+//! and/or sent to syslog (`audit_syslog = true`: the local socket, `/dev/log`, so that
+//! the host's syslog daemon ships it where a local root cannot rewrite it).
 //!
 //! A line says when, who (OS user, the sudo user behind it, host, pid), what (command,
 //! target, backup id, storage, details) and the outcome. It never holds a secret: the
@@ -68,44 +70,47 @@ struct Line<'a> {
     act: &'a Act,
 }
 
-/// Appends the acts when `audit_log` is set. A failure to write is an error on stderr,
-/// not a reason to undo what was done.
+/// Writes the acts where the config says (`audit_log`, `audit_syslog`). A failure to
+/// write is an error on stderr, not a reason to undo what was done.
 pub fn record(cfg: &Config, acts: &[Act], ui: &Ui) {
-    let Some(path) = &cfg.audit_log else {
-        return;
-    };
-    if acts.is_empty() {
-        return;
-    }
-    if let Err(e) = append(path, acts) {
-        ui.error(format!("audit log {} not written: {e:#}", path.display()));
+    if let Err(e) = write(cfg, acts) {
+        ui.error(format!("audit trail not written: {e:#}"));
     }
 }
 
+/// Appends the acts to `audit_log` and sends them to syslog, as configured; an error
+/// names each destination that failed (both are tried).
+pub fn write(cfg: &Config, acts: &[Act]) -> Result<()> {
+    if acts.is_empty() {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    if let Some(path) = &cfg.audit_log {
+        if let Err(e) = append(path, acts) {
+            errors.push(format!("audit log {}: {e:#}", path.display()));
+        }
+    }
+    if cfg.audit_syslog {
+        let socket = cfg
+            .audit_syslog_socket
+            .as_deref()
+            .unwrap_or(Path::new("/dev/log"));
+        if let Err(e) = syslog(socket, acts) {
+            errors.push(format!("audit syslog {}: {e:#}", socket.display()));
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("; "));
+    }
+    Ok(())
+}
 /// One `write` of whole lines with O_APPEND, then fsync: concurrent writers never
 /// interleave inside a line, and a line reported written survives a crash.
 pub fn append(path: &Path, acts: &[Act]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    let (user, host, pid) = (
-        user_name(uid),
-        crate::engine::lock::hostname(),
-        std::process::id(),
-    );
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut buf = Vec::new();
-    for act in acts {
-        let line = Line {
-            ts: ts.clone(),
-            user: user.clone(),
-            uid,
-            sudo_user: std::env::var("SUDO_USER").ok().filter(|s| !s.is_empty()),
-            host: host.clone(),
-            pid,
-            act,
-        };
-        serde_json::to_writer(&mut buf, &line)?;
+    for line in lines(acts)? {
+        buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -119,6 +124,54 @@ pub fn append(path: &Path, acts: &[Act]) -> Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     f.write_all(&buf)?;
     f.sync_data()?;
+    Ok(())
+}
+
+/// The acts as JSON lines (without the newline), with who and when.
+fn lines(acts: &[Act]) -> Result<Vec<String>> {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let (user, host, pid) = (
+        user_name(uid),
+        crate::engine::lock::hostname(),
+        std::process::id(),
+    );
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let sudo_user = std::env::var("SUDO_USER").ok().filter(|s| !s.is_empty());
+    acts.iter()
+        .map(|act| {
+            let line = Line {
+                ts: ts.clone(),
+                user: user.clone(),
+                uid,
+                sudo_user: sudo_user.clone(),
+                host: host.clone(),
+                pid,
+                act,
+            };
+            Ok(serde_json::to_string(&line)?)
+        })
+        .collect()
+}
+
+/// Facility authpriv (10): security messages, kept apart from the general log.
+const AUTHPRIV: u8 = 10;
+
+/// One datagram per act on the local syslog socket, in the format glibc's syslog(3)
+/// writes there (`<PRI>Mmm dd hh:mm:ss backup[PID]: MESSAGE`, RFC 3164 without the
+/// host, which the syslog daemon adds), so rsyslog, syslog-ng and journald all read it.
+/// Severity: info when the act succeeded, warning otherwise. No crate for this: it is
+/// one `sendto` per line.
+pub fn syslog(socket: &Path, acts: &[Act]) -> Result<()> {
+    let sock = std::os::unix::net::UnixDatagram::unbound().context("creating a socket")?;
+    let ts = chrono::Local::now().format("%b %e %H:%M:%S");
+    let pid = std::process::id();
+    for (act, line) in acts.iter().zip(lines(acts)?) {
+        let severity = if act.outcome == "ok" { 6 } else { 4 };
+        let msg = format!("<{}>{ts} backup[{pid}]: {line}", AUTHPRIV * 8 + severity);
+        sock.send_to(msg.as_bytes(), socket)
+            .with_context(|| format!("sending to {}", socket.display()))?;
+    }
     Ok(())
 }
 

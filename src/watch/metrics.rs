@@ -8,7 +8,8 @@
 //! `OP_last_success_timestamp_seconds`, `OP_age_seconds` (now minus the last success, as
 //! of writing: alert on `time() - OP_last_success_timestamp_seconds`, which keeps
 //! growing when the writer stops), plus `backup_size_bytes`, `prune_deleted_backups`,
-//! `prune_freed_bytes`, `test_restore_checks_failed`.
+//! `prune_freed_bytes`, `test_restore_checks_failed`, `test_restore_restore_seconds`,
+//! `test_restore_rto_seconds`, `test_restore_benchmark_seconds`.
 
 use crate::config::Config;
 use crate::ui::Ui;
@@ -296,6 +297,12 @@ fn gauge_help(op: &str, k: &str) -> String {
         ("test_restore", "checks_failed") => "Checks that failed in the last test-restore.".into(),
         ("test_restore", "restore_seconds") => {
             "Seconds the last test-restore's restore took.".into()
+        }
+        ("test_restore", "rto_seconds") => {
+            "The RTO the last test-restore was judged against.".into()
+        }
+        ("test_restore", "benchmark_seconds") => {
+            "Total seconds of the last test-restore's benchmark_sql queries.".into()
         }
         _ => format!("{op} {k}."),
     }

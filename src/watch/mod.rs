@@ -95,6 +95,32 @@ pub fn after_verify(cfg: &Config, results: &[(String, String, bool)], seconds: f
     }
 }
 
+/// A test-restore's gauges: failed checks, the restore time and the RTO it is judged
+/// against, and the benchmark queries' total time (when there are any: one series per
+/// target, not per query, to keep the label set small).
+fn test_restore_gauges(r: &TestRestoreReport, failed: usize) -> Vec<(&'static str, f64)> {
+    let mut g = vec![
+        ("checks_failed", failed as f64),
+        ("restore_seconds", r.restore_seconds),
+    ];
+    let fig = |c: &crate::db::Check, k: &str| c.figures.get(k).and_then(|v| v.as_f64());
+    if let Some(rto) = r.checks.iter().find(|c| c.name == "rto") {
+        if let Some(v) = fig(rto, "rto_seconds") {
+            g.push(("rto_seconds", v));
+        }
+    }
+    let bench: Vec<f64> = r
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("benchmark"))
+        .filter_map(|c| fig(c, "seconds"))
+        .collect();
+    if !bench.is_empty() {
+        g.push(("benchmark_seconds", bench.iter().sum()));
+    }
+    g
+}
+
 /// After `backup test-restore`: keep the result, record metrics, notify.
 pub fn after_test_restore(
     cfg: &Config,
@@ -132,10 +158,7 @@ pub fn after_test_restore(
                     kind: r.kind.clone(),
                     success: r.passed,
                     duration_seconds: r.duration_seconds,
-                    gauges: vec![
-                        ("checks_failed", failed.len() as f64),
-                        ("restore_seconds", r.restore_seconds),
-                    ],
+                    gauges: test_restore_gauges(r, failed.len()),
                 },
                 Notice {
                     operation: "test-restore".into(),

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod clickhouse_server;
+pub mod faults;
+pub mod physical;
 pub mod redis_server;
 
 use std::net::TcpStream;
@@ -388,6 +390,7 @@ pub struct S3sFs {
     child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    keys: (String, String),
 }
 
 impl S3sFs {
@@ -397,10 +400,20 @@ impl S3sFs {
             .tempdir()
             .unwrap();
         let port = free_port();
+        let child = Self::spawn(port, access_key, secret_key, dir.path());
+        S3sFs {
+            child,
+            port,
+            dir,
+            keys: (access_key.into(), secret_key.into()),
+        }
+    }
+
+    fn spawn(port: u16, access_key: &str, secret_key: &str, dir: &Path) -> Child {
         let child = Command::new("s3s-fs")
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", access_key, "--secret-key", secret_key])
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -408,7 +421,19 @@ impl S3sFs {
                 "s3s-fs not found: cargo install s3s-fs --version 0.14.1 --features binary --locked",
             );
         wait_port(port);
-        S3sFs { child, port, dir }
+        child
+    }
+
+    /// SIGKILLs the server (its data stays in `dir`).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and folder.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self.keys.0, &self.keys.1, self.dir.path());
     }
 
     pub fn endpoint(&self) -> String {
@@ -800,4 +825,45 @@ pub fn promtool_check_metrics(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Writes a local backup's manifest as the tool would (for crafted backups): the JSON,
+/// and its SHA-256 in the side file `verify` checks it against.
+pub fn write_manifest(path: &Path, bytes: &[u8]) {
+    use sha2::Digest;
+    std::fs::write(path, bytes).unwrap();
+    let side = path.with_file_name(".meta-manifest.json.json");
+    let mut meta: std::collections::BTreeMap<String, String> = std::fs::read(&side)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    meta.insert(
+        "manifest-sha256".into(),
+        hex::encode(sha2::Sha256::digest(bytes)),
+    );
+    std::fs::write(&side, serde_json::to_vec(&meta).unwrap()).unwrap();
+}
+
+/// The Python of the CI venv (`.ci/run` installs pymongo, PyYAML, kubernetes-validate...
+/// there): `BACKUP_TEST_PYTHON`, else /opt/backup-ci/venv/bin/python3, else python3.
+pub fn ci_python() -> String {
+    if let Ok(p) = std::env::var("BACKUP_TEST_PYTHON") {
+        return p;
+    }
+    let venv = "/opt/backup-ci/venv/bin/python3";
+    if Path::new(venv).exists() {
+        return venv.into();
+    }
+    "python3".into()
+}
+
+/// `<env>/scratch` for test-restore's temporary clusters, reachable by the cluster's OS
+/// user (`postgres` when we are root).
+pub fn scratch_dir(env: &Env) -> PathBuf {
+    let scratch = env.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for d in [env.path(), scratch.as_path()] {
+        Command::new("chmod").arg("0755").arg(d).status().unwrap();
+    }
+    scratch
 }

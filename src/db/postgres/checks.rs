@@ -218,25 +218,16 @@ pub(super) fn freshness(
 
 pub(super) fn operator_checks(psql: &Tool, conn: &ConnInfo, db: &str, text: &str) -> Vec<Check> {
     let mut out = Vec::new();
-    let mut session: Option<Psql> = None;
+    let mut session = Session::new(psql, conn, db);
     for (i, stmt) in split_sql(text).iter().enumerate() {
-        let short: String = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
-        let short = if short.chars().count() > 60 {
-            format!("{}…", short.chars().take(60).collect::<String>())
-        } else {
-            short
-        };
-        let name = format!("sql #{}: {short}", i + 1);
-        if session.is_none() {
-            match Psql::connect(psql, conn, Some(db)) {
-                Ok(s) => session = Some(s),
-                Err(e) => {
-                    out.push(Check::new(name, false, format!("{e:#}")));
-                    continue;
-                }
+        let name = format!("sql #{}: {}", i + 1, short_sql(stmt));
+        let s = match session.ready() {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(Check::new(name, false, format!("{e:#}")));
+                continue;
             }
-        }
-        let s = session.as_mut().unwrap();
+        };
         match s.query(stmt) {
             Ok(rows) => {
                 let rows: Vec<&String> = rows.iter().filter(|r| !r.is_empty()).collect();
@@ -262,14 +253,109 @@ pub(super) fn operator_checks(psql: &Tool, conn: &ConnInfo, db: &str, text: &str
                 });
             }
             Err(e) => {
-                // psql stops on an error; the next statement gets a new session.
-                session = None;
+                session.failed();
                 out.push(Check::new(name, false, format!("error: {e:#}")));
             }
         }
     }
-    if let Some(s) = session {
-        let _ = s.close();
+    out
+}
+
+/// One psql session for a list of statements, opened on first use; psql stops at an
+/// error, so after one the next statement gets a new session.
+struct Session<'a> {
+    psql: &'a Tool,
+    conn: &'a ConnInfo,
+    db: &'a str,
+    open: Option<Psql>,
+}
+
+impl<'a> Session<'a> {
+    fn new(psql: &'a Tool, conn: &'a ConnInfo, db: &'a str) -> Session<'a> {
+        Session {
+            psql,
+            conn,
+            db,
+            open: None,
+        }
+    }
+
+    fn ready(&mut self) -> Result<&mut Psql> {
+        if self.open.is_none() {
+            self.open = Some(Psql::connect(self.psql, self.conn, Some(self.db))?);
+        }
+        Ok(self.open.as_mut().unwrap())
+    }
+
+    fn failed(&mut self) {
+        self.open = None;
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.open.take() {
+            let _ = s.close();
+        }
+    }
+}
+
+/// A statement on one line, cut at 60 characters, for a check's name.
+fn short_sql(stmt: &str) -> String {
+    let short: String = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
+    if short.chars().count() > 60 {
+        format!("{}…", short.chars().take(60).collect::<String>())
+    } else {
+        short
+    }
+}
+
+/// The operator's `benchmark_sql` queries, each timed in one session on the restored
+/// database (after ANALYZE, as the restore leaves it). A query that fails fails its
+/// check; the rows are read and dropped (aggregate them to keep the transfer out of the
+/// timing).
+pub(super) fn benchmarks(psql: &Tool, conn: &ConnInfo, db: &str, queries: &[String]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut session = Session::new(psql, conn, db);
+    for (i, q) in queries.iter().enumerate() {
+        let name = format!("benchmark #{}: {}", i + 1, short_sql(q));
+        // Connected before the clock starts: the query's time, not the connection's.
+        let s = match session.ready() {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(Check::new(name, false, format!("{e:#}")));
+                continue;
+            }
+        };
+        let started = std::time::Instant::now();
+        let res = s.query(q);
+        let seconds = started.elapsed().as_secs_f64();
+        match res {
+            Ok(rows) => out.push(Check {
+                name,
+                passed: true,
+                // Milliseconds matter here, unlike for a restore.
+                detail: if seconds < 60.0 {
+                    format!("{seconds:.3}s ({} row(s))", rows.len())
+                } else {
+                    format!(
+                        "{} ({} row(s))",
+                        crate::duration::human(Duration::from_secs_f64(seconds)),
+                        rows.len()
+                    )
+                },
+                figures: serde_json::json!({ "seconds": seconds, "rows": rows.len(), "index": i + 1 }),
+            }),
+            Err(e) => {
+                session.failed();
+                out.push(Check {
+                    name,
+                    passed: false,
+                    detail: format!("benchmark query failed: {e:#}"),
+                    figures: serde_json::json!({ "seconds": seconds, "index": i + 1 }),
+                });
+            }
+        }
     }
     out
 }

@@ -425,7 +425,7 @@ impl LogicalEngine for Postgres {
         } else {
             format!("into database `{database}` (the target's own database)")
         };
-        if manifest_format == "plain" {
+        let how = if manifest_format == "plain" {
             format!(
                 "{into}: psql --single-transaction -v ON_ERROR_STOP=1; objects in the dump are dropped and recreated, all or nothing"
             )
@@ -444,7 +444,8 @@ impl LogicalEngine for Postgres {
                 opts.tables.join(", "),
                 if opts.clean { " (dropped first)" } else { "" }
             )
-        }
+        };
+        format!("{how}{}", super::analyze::plan_note(&self.opts, opts))
     }
 
     fn restore_precheck(&mut self, opts: &RestoreOptions, manifest_format: &str) -> Result<String> {
@@ -495,6 +496,15 @@ impl LogicalEngine for Postgres {
 
     fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()> {
         self.restore_file(file, gzip, opts)
+    }
+
+    fn rebuild_statistics(
+        &mut self,
+        opts: &RestoreOptions,
+        tables: &[TableFact],
+        ui: &crate::ui::Ui,
+    ) -> Result<Option<crate::db::Analyze>> {
+        self.analyze_restored(opts, tables, ui).map(Some)
     }
 
     fn count_rows(&mut self, opts: &RestoreOptions) -> Result<Vec<TableFact>> {

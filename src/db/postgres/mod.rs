@@ -6,6 +6,7 @@
 //! - `logical.rs`, `toc.rs`: pg_dump backups and their restore ([`LogicalEngine`]).
 //! - `physical.rs`, `wal.rs`, `pitr.rs`, `tar.rs`: base backups, the WAL archive and
 //!   point-in-time recovery ([`PhysicalEngine`], [`LogArchive`]).
+//! - `analyze.rs`: the planner's statistics after a restore.
 //! - `scratch.rs`, `test_restore.rs`, `checks.rs`: test-restores in a temporary cluster
 //!   or a scratch database ([`ScratchEngine`]).
 //!
@@ -14,6 +15,7 @@
 //! A password is never put on a command line: it is stripped from the URL and passed
 //! as PGPASSWORD in the child's environment.
 
+mod analyze;
 pub mod archive;
 mod checks;
 mod logical;
@@ -64,6 +66,10 @@ pub struct Options {
     /// Parallel jobs for pg_restore into a fresh database (default 2).
     #[serde(default)]
     pub restore_jobs: Option<u32>,
+    /// Statistics after a restore: `auto` (ANALYZE, in stages above 1 GiB), `stages`,
+    /// `single` or `off`.
+    #[serde(default)]
+    pub analyze: analyze::Mode,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -220,8 +220,9 @@ pub(super) fn run(opts: &Options, t: &Target, tag: Option<&str>, ui: &Ui) -> Res
     ));
 
     let key = catalog::artifact_key(target, &id, ARTIFACT);
-    let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
+    // The cleanup first: a signal right after the first byte is stored must find it.
     let interrupted = backup::InterruptCleanup::new(t, &storages, &id);
+    let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
     let mut cmd = Command::new(&basebackup.path);
     let ci = conn.conninfo(None);
     if !ci.is_empty() {

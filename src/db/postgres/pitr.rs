@@ -115,10 +115,12 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
         None
     };
 
-    let storages = t.open_storages_local_first()?;
+    let storages = t.open_readable_storages()?;
     let found = physical_catalog(&storages, &req.target)?;
     let chosen = choose(&found, &req)?;
     let m = chosen.m.clone();
+    let _reading =
+        crate::engine::readers::read(&t.config.state_dir(), t.name, &m.id, "backup pitr")?;
     let storage = &storages[chosen.storage];
     let seg = seg_size_of(&m);
     let mut archive = Archive::default();
@@ -248,7 +250,10 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
     );
     let mut settings: Vec<(String, String)> = vec![("restore_command".into(), restore_command)];
     settings.extend(goal_settings(&req.goal));
-    settings.push(("recovery_target_action".into(), req.action.clone()));
+    if !matches!(req.goal, Goal::Latest) {
+        // Without a target the server promotes at the end of the archive.
+        settings.push(("recovery_target_action".into(), req.action.clone()));
+    }
     settings.push((
         "recovery_target_timeline".into(),
         req.timeline.clone().unwrap_or_else(|| "latest".into()),
@@ -430,7 +435,13 @@ fn start_and_follow(
                 log.display()
             );
         }
-        let stopped = line_with("recovery stopping");
+        let latest = matches!(req.goal, Goal::Latest);
+        // With no target, recovery ends where the archive does: "redo done at ...".
+        let stopped = line_with(if latest {
+            "redo done at"
+        } else {
+            "recovery stopping"
+        });
         let last = text
             .lines()
             .filter_map(|l| {
@@ -439,7 +450,11 @@ fn start_and_follow(
             })
             .next_back()
             .map(|s| s.trim().to_string());
-        let reached = match req.action.as_str() {
+        let reached = match if latest {
+            "promote"
+        } else {
+            req.action.as_str()
+        } {
             "promote" => {
                 let promoted = text.contains("archive recovery complete")
                     || text.contains("selected new timeline ID");

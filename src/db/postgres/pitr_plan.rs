@@ -29,6 +29,8 @@ pub(super) fn goal_settings(goal: &Goal) -> Vec<(String, String)> {
         Goal::Xid(x) => vec![("recovery_target_xid".into(), x.clone())],
         Goal::Lsn(l) => vec![("recovery_target_lsn".into(), wal::format_lsn(goal_lsn(l)))],
         Goal::Immediate => vec![("recovery_target".into(), "immediate".into())],
+        // No target: replay to the end of the archive, then promote.
+        Goal::Latest => vec![],
     }
 }
 
@@ -199,6 +201,15 @@ pub(super) fn check_archive(archive: &Archive, m: &Manifest, goal: &Goal) -> Res
     };
     match goal {
         Goal::Immediate => {}
+        Goal::Latest => notes.push(format!(
+            "recovery replays to the end of the archive: {} on timeline {tli}{}",
+            name(max_on_tli.max(end)),
+            if has_gap {
+                format!(", unless the gap after {} stops it there", name(end))
+            } else {
+                String::new()
+            }
+        )),
         Goal::Lsn(l) => {
             let need = wal::segno_of(goal_lsn(l), seg);
             if need > end && archive.segments.values().all(|s| !s.contains(&need)) {

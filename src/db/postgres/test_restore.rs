@@ -11,7 +11,7 @@
 //! server roles are shared by every database, so they are never created there: missing
 //! roles are named in the error instead.
 
-use super::checks::{foreign_keys, freshness, operator_checks, row_counts, split_sql};
+use super::checks::{benchmarks, foreign_keys, freshness, operator_checks, row_counts, split_sql};
 use super::scratch::{self, roles_in_sql, ScratchCluster, ScratchDatabase};
 use super::{find_tool, ConnInfo, Options, Postgres, Psql};
 use crate::db::{
@@ -29,6 +29,10 @@ use std::io::{BufRead, Read};
 use std::time::{Duration, Instant};
 
 impl ScratchEngine for Postgres {
+    fn runs_benchmarks(&self) -> bool {
+        true
+    }
+
     fn test_restore(
         &mut self,
         t: &Target,
@@ -130,6 +134,7 @@ impl Postgres {
             dry_run: false,
             check_counts: false,
             temp_dir: trc.temp_dir.clone(),
+            deleted: false,
         };
         let rt = Instant::now();
         let restored = restore::restore(t, &mut scratch, rreq, ui);
@@ -148,7 +153,11 @@ impl Postgres {
                         format!(" ({} owner/grantee role(s) needed)", roles.len())
                     }
                 ),
-                figures: serde_json::json!({ "seconds": restore_seconds, "roles": roles.iter().collect::<Vec<_>>() }),
+                figures: serde_json::json!({
+                    "seconds": restore_seconds,
+                    "roles": roles.iter().collect::<Vec<_>>(),
+                    "analyze": restored.as_ref().ok().and_then(|o| o.analyze.as_ref()),
+                }),
             }),
             Err(e) => checks.push(Check::new("restore", false, format!("{e:#}"))),
         }
@@ -169,6 +178,9 @@ impl Postgres {
                         .unwrap_or_default()
                 ));
                 checks.extend(operator_checks(&psql, &conn, &database, text));
+            }
+            if let Some(q) = &trc.benchmark_sql {
+                checks.extend(benchmarks(&psql, &conn, &database, q));
             }
         }
         drop(_cluster);
@@ -349,6 +361,9 @@ impl Postgres {
             }
             if let Some(text) = req.checks_sql {
                 checks.extend(operator_checks(&psql, &conn, &main_db, text));
+            }
+            if let Some(q) = &trc.benchmark_sql {
+                checks.extend(benchmarks(&psql, &conn, &main_db, q));
             }
         }
         drop(_guard);

@@ -235,7 +235,7 @@ pub fn fetch(t: &Target, name: &str, dest: &Path) -> Result<FetchOutcome> {
         bail!("`{name}` is not a WAL file name; restore_command must pass %f %p");
     }
     let key = wal_key(target, name);
-    let storages = t.open_storages_local_first()?;
+    let storages = t.open_readable_storages()?;
     let mut errors = Vec::new();
     for s in &storages {
         match fetch_one(s.as_ref(), &key, dest) {

@@ -9,10 +9,15 @@
 //! (how failed requests are worded and classified).
 
 mod delete;
+mod deleted;
 mod errors;
+mod lock;
 mod upload;
 
-use super::{AlreadyExists, DeleteReport, NotFound, ObjectInfo, ObjectWriter, PutMeta, Storage};
+use super::{
+    AlreadyExists, DeleteReport, LockPolicy, NotFound, ObjectInfo, ObjectLock, ObjectWriter,
+    PutMeta, Storage,
+};
 use crate::config::S3Config;
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
@@ -37,10 +42,15 @@ pub struct S3Storage {
     rt: Arc<Runtime>,
     /// Whether the bucket has Object Lock enabled (asked once, on the first delete).
     object_lock: std::sync::OnceLock<bool>,
+    /// `[storages.NAME.object_lock]`: the lock put on every object written.
+    lock: Option<LockPolicy>,
+    /// Set for the read-only "before the deletions" view (`--deleted`): what it
+    /// learned of each key's newest data version.
+    versions: Option<std::sync::Mutex<HashMap<String, deleted::Version>>>,
 }
 
 impl S3Storage {
-    pub fn new(name: &str, cfg: &S3Config) -> Result<S3Storage> {
+    pub fn new(name: &str, cfg: &S3Config, lock: Option<LockPolicy>) -> Result<S3Storage> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -61,6 +71,8 @@ impl S3Storage {
             client,
             rt: Arc::new(rt),
             object_lock: std::sync::OnceLock::new(),
+            lock,
+            versions: None,
         })
     }
 
@@ -97,9 +109,13 @@ impl S3Storage {
                 .with_max_attempts(cfg.max_attempts.unwrap_or(5).max(1))
                 .with_initial_backoff(std::time::Duration::from_millis(200)),
         );
+        // A store that accepts and then never answers must fail the attempt (which the
+        // retry policy may repeat), never hang the command.
+        let t = std::time::Duration::from_secs(cfg.timeout_seconds.unwrap_or(60));
         b = b.timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(std::time::Duration::from_secs(10))
+                .connect_timeout(t.min(std::time::Duration::from_secs(10)))
+                .read_timeout(t)
                 .build(),
         );
         Ok(Client::from_conf(b.build()))
@@ -121,6 +137,28 @@ impl S3Storage {
                 .unwrap_or(full)
                 .to_string()
         }
+    }
+
+    /// The version to read: the newest data version in the `--deleted` view.
+    fn read_version(&self, key: &str) -> Result<Option<String>> {
+        if self.versions.is_none() {
+            return Ok(None);
+        }
+        match self.view_version(key)? {
+            Some(v) => Ok(Some(v.id)),
+            None => Err(NotFound(self.url(key)).into()),
+        }
+    }
+
+    fn refuse_write(&self, key: &str) -> Result<()> {
+        if self.versions.is_some() {
+            bail!(
+                "{}: the --deleted view of storage `{}` is read-only",
+                self.url(key),
+                self.name
+            );
+        }
+        Ok(())
     }
 
     fn url(&self, key: &str) -> String {
@@ -166,10 +204,12 @@ impl Storage for S3Storage {
     }
 
     fn create(&self, key: &str, meta: &PutMeta) -> Result<Box<dyn ObjectWriter>> {
+        self.refuse_write(key)?;
         Ok(Box::new(S3Writer::new(self, key, meta)))
     }
 
     fn put_if_absent(&self, key: &str, data: &[u8], meta: &PutMeta) -> Result<ObjectInfo> {
+        self.refuse_write(key)?;
         let digest: [u8; 16] = Md5::digest(data).into();
         let mut req = self
             .client
@@ -182,6 +222,8 @@ impl Storage for S3Storage {
             .set_ssekms_key_id(self.cfg.kms_key_id.clone())
             .set_tagging(self.tagging(meta))
             .set_storage_class(self.cfg.storage_class.as_deref().map(StorageClass::from))
+            .set_object_lock_mode(self.lock_mode())
+            .set_object_lock_retain_until_date(self.lock_until())
             .body(ByteStream::from(data.to_vec()));
         for (k, v) in &meta.metadata {
             req = req.metadata(k, v);
@@ -211,6 +253,7 @@ impl Storage for S3Storage {
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let version = self.read_version(key)?;
         let out = self
             .rt
             .block_on(
@@ -218,6 +261,7 @@ impl Storage for S3Storage {
                     .get_object()
                     .bucket(&self.cfg.bucket)
                     .key(self.full_key(key))
+                    .set_version_id(version)
                     .send(),
             )
             .map_err(|e| {
@@ -239,11 +283,17 @@ impl Storage for S3Storage {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let version = match self.read_version(key) {
+            Ok(v) => v,
+            Err(e) if super::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         match self.rt.block_on(
             self.client
                 .head_object()
                 .bucket(&self.cfg.bucket)
                 .key(self.full_key(key))
+                .set_version_id(version)
                 .send(),
         ) {
             Ok(h) => Ok(Some(ObjectInfo {
@@ -278,6 +328,9 @@ impl Storage for S3Storage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        if self.versions.is_some() {
+            return self.view_list(prefix);
+        }
         let full = self.full_key(prefix);
         let mut out = Vec::new();
         let mut pages = self
@@ -356,7 +409,37 @@ impl Storage for S3Storage {
     }
 
     fn delete(&self, keys: &[String]) -> Result<DeleteReport> {
+        if let Some(k) = keys.first() {
+            self.refuse_write(k)?;
+        }
         self.delete_keys(keys)
+    }
+
+    fn is_deleted(&self, key: &str) -> bool {
+        self.versions
+            .as_ref()
+            .and_then(|m| m.lock().unwrap().get(key).map(|v| v.deleted))
+            .unwrap_or(false)
+    }
+
+    fn undelete(&self, keys: &[String]) -> Result<usize> {
+        self.remove_delete_markers(keys)
+    }
+
+    fn lock_policy(&self) -> Option<LockPolicy> {
+        self.lock.clone()
+    }
+
+    fn check_lock_promise(&self) -> Result<()> {
+        self.check_lock()
+    }
+
+    fn lock_of(&self, key: &str) -> Result<Option<ObjectLock>> {
+        self.object_lock_of(key)
+    }
+
+    fn extend_lock(&self, key: &str, until: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+        self.extend_object_lock(key, until)
     }
 }
 

@@ -20,8 +20,9 @@ use super::S3Storage;
 use crate::storage::{ObjectInfo, ObjectWriter, PutMeta};
 use anyhow::{anyhow, bail, Result};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::DateTime as SdkTime;
 use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
+    CompletedMultipartUpload, CompletedPart, ObjectLockMode, ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
 use base64::Engine as _;
@@ -50,6 +51,8 @@ pub(super) struct S3Writer {
     sse: Option<ServerSideEncryption>,
     kms_key: Option<String>,
     storage_class: Option<String>,
+    /// Object Lock mode and retain-until date, fixed when the writer is made.
+    lock: (Option<ObjectLockMode>, Option<SdkTime>),
     etag_is_md5: bool,
     base_part: usize,
     budget: usize,
@@ -79,6 +82,7 @@ impl S3Writer {
             sse: s.sse(),
             kms_key: s.cfg.kms_key_id.clone(),
             storage_class: s.cfg.storage_class.clone(),
+            lock: (s.lock_mode(), s.lock_until()),
             // With SSE-KMS the ETag is not the MD5 of the data.
             etag_is_md5: s.cfg.server_side_encryption.as_deref() != Some("aws:kms"),
             base_part: base,
@@ -114,7 +118,9 @@ impl S3Writer {
             .set_server_side_encryption(self.sse.clone())
             .set_ssekms_key_id(self.kms_key.clone())
             .set_tagging(self.tagging.clone())
-            .set_storage_class(self.storage_class.as_deref().map(StorageClass::from));
+            .set_storage_class(self.storage_class.as_deref().map(StorageClass::from))
+            .set_object_lock_mode(self.lock.0.clone())
+            .set_object_lock_retain_until_date(self.lock.1);
         for (k, v) in &self.meta.metadata {
             req = req.metadata(k, v);
         }
@@ -217,6 +223,8 @@ impl S3Writer {
             .set_ssekms_key_id(self.kms_key.clone())
             .set_tagging(self.tagging.clone())
             .set_storage_class(self.storage_class.as_deref().map(StorageClass::from))
+            .set_object_lock_mode(self.lock.0.clone())
+            .set_object_lock_retain_until_date(self.lock.1)
             .body(ByteStream::from(bytes::Bytes::from(data)));
         for (k, v) in &self.meta.metadata {
             req = req.metadata(k, v);
