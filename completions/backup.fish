@@ -71,7 +71,7 @@ complete -c backup -n "__fish_backup_using_subcommand verify" -l no-progress -d 
 complete -c backup -n "__fish_backup_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l storage -d 'Read the backup from this storage (default: local storages first)' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l to-database -d 'Restore into this database (created when missing) instead of the target\'s' -r
-complete -c backup -n "__fish_backup_using_subcommand restore" -l table -d 'Restore only this table (`name` or `schema.name`; custom format); repeatable' -r
+complete -c backup -n "__fish_backup_using_subcommand restore" -l table -d 'Restore only this table (`name` or `schema.name`, ClickHouse `db.table`); repeatable. PostgreSQL: custom-format dumps only' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l to-url -l to-uri -d 'Redis/MongoDB: restore into this server instead of the target\'s (`redis://[USER@]HOST:PORT`, `rediss://`, `mongodb://...`, also spelt --to-uri; password from REDISCLI_AUTH / MONGODB_PASSWORD, or the URL, where ps can see it)' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l ns-include -d 'MongoDB: restore only the namespaces matching this pattern (`db.coll`, `db.*`; mongorestore --nsInclude); repeatable' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l ns-from -d 'MongoDB: rename namespaces matching this pattern (`app.users`, `$db$.$coll$`)...' -r
@@ -81,7 +81,7 @@ complete -c backup -n "__fish_backup_using_subcommand restore" -l match -d 'Redi
 complete -c backup -n "__fish_backup_using_subcommand restore" -l jobs -d 'Parallel pg_restore jobs into a fresh database (default: the target\'s restore_jobs, else 2)' -r
 complete -c backup -n "__fish_backup_using_subcommand restore" -l temp-dir -d 'Where to download remote backups before restoring (default: $TMPDIR)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand restore" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
-complete -c backup -n "__fish_backup_using_subcommand restore" -l clean -l drop -d 'Drop the objects before recreating them (custom format; plain dumps always do; Redis: the same as --flush; MongoDB: mongorestore --drop, also spelt --drop)'
+complete -c backup -n "__fish_backup_using_subcommand restore" -l clean -l drop -d 'Drop the restored objects before recreating them, instead of refusing ones that exist and hold data (PostgreSQL custom format; plain dumps always do; Redis: the same as --flush; MongoDB: mongorestore --drop, also spelt --drop)'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l flush -d 'Redis: empty the destination (the databases restored) first; `--clean` is an alias'
 complete -c backup -n "__fish_backup_using_subcommand restore" -l by-file -d 'Redis: stop the target\'s own server (`stop_command`), put the backup in place of its data file (and AOF), start it (`start_command`); the old file is kept until it answers'
 complete -c backup -n "__fish_backup_using_subcommand restore" -s y -l yes -d 'Do not ask for confirmation'

@@ -4,27 +4,10 @@
 //! tools' restore of one artifact, and the failures: a query the server stops after
 //! some blocks, a server killed mid-backup, a corrupted byte.
 mod common;
-use common::clickhouse_server::{ClickHouseServer, SECRET_PASSWORD};
+use common::clickhouse_server::{config, manifest, ClickHouseServer, SECRET_PASSWORD};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn config(env: &Env, url: &str, extra: &str) -> PathBuf {
-    env.write_config(&format!(
-        r#"
-[storages.local]
-type = "local"
-path = "{}"
-
-[targets.analytics]
-engine = "clickhouse"
-url = "{url}"
-storages = ["local"]
-{extra}
-"#,
-        env.repo().display()
-    ))
-}
 
 /// Two databases; MergeTree with partitions, ReplacingMergeTree, Log, TinyLog and
 /// Memory tables; many column types (NaN and infinities, strings with zero bytes and
@@ -74,11 +57,6 @@ fn fingerprints(ch: &ClickHouseServer) -> Vec<String> {
     DATA.iter()
         .map(|(d, t)| format!("{d}.{t}: {}", ch.fingerprint(d, t)))
         .collect()
-}
-
-fn manifest(env: &Env, id: &str) -> serde_json::Value {
-    let p = env.repo().join("analytics").join(id).join("manifest.json");
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
 fn artifact(env: &Env, id: &str, name: &str) -> PathBuf {
@@ -423,7 +401,8 @@ fn the_password_goes_in_a_header_never_in_argv_logs_or_manifests() {
 fn config_refusals_are_one_line_exit_2() {
     let env = Env::new();
     for (extra, key) in [
-        ("kind = \"physical\"", "targets.analytics.kind"),
+        ("kind = \"incremental\"", "targets.analytics.kind"),
+        ("data_path = \"/x\"", "targets.analytics.data_path"),
         ("databse = [\"x\"]", "targets.analytics.databse"),
         ("databases = []", "targets.analytics.databases"),
         ("tls_ca_file = \"/x.pem\"", "targets.analytics.tls_ca_file"),

@@ -40,7 +40,7 @@ pub fn execute(cfg: &Config, args: CheckArgs, ui: &Ui) -> Result<()> {
         return Err(lacks(
             &t,
             "WAL archive to check",
-            "; `check` tests WAL archiving of kind = \"physical\" targets",
+            "; `check` tests WAL archiving of kind = \"physical\" PostgreSQL targets",
         ));
     };
     for line in physical.check_archiving(&t, timeout, ui)? {

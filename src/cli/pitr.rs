@@ -85,11 +85,13 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
     let t = Target::resolve(cfg, &args.target)?;
     let mut engine = registry::open(&t)?;
     let Some(physical) = engine.physical() else {
-        return Err(lacks(
-            &t,
-            "point-in-time recovery",
-            "; it needs a kind = \"physical\" target (see docs/pitr.md)",
-        ));
+        // A physical target of an engine without a log archive (ClickHouse parts).
+        let hint = if t.cfg.kind == "physical" {
+            "; its physical backups have no log archive to recover along: use `backup restore`"
+        } else {
+            "; it needs a kind = \"physical\" target (see docs/pitr.md)"
+        };
+        return Err(lacks(&t, "point-in-time recovery", hint));
     };
     let data_dir = args.data_dir.display().to_string();
     let res = physical.recover(

@@ -19,11 +19,13 @@ pub struct RestoreArgs {
     /// Restore into this database (created when missing) instead of the target's.
     #[arg(long, value_name = "DB")]
     pub to_database: Option<String>,
-    /// Restore only this table (`name` or `schema.name`; custom format); repeatable.
+    /// Restore only this table (`name` or `schema.name`, ClickHouse `db.table`); repeatable.
+    /// PostgreSQL: custom-format dumps only.
     #[arg(long = "table", value_name = "T")]
     pub tables: Vec<String>,
-    /// Drop the objects before recreating them (custom format; plain dumps always do;
-    /// Redis: the same as --flush; MongoDB: mongorestore --drop, also spelt --drop).
+    /// Drop the restored objects before recreating them, instead of refusing ones that
+    /// exist and hold data (PostgreSQL custom format; plain dumps always do; Redis: the
+    /// same as --flush; MongoDB: mongorestore --drop, also spelt --drop).
     #[arg(long, visible_alias = "drop")]
     pub clean: bool,
     /// Redis/MongoDB: restore into this server instead of the target's
@@ -117,7 +119,7 @@ pub fn execute(cfg: &Config, args: RestoreArgs, ui: &Ui) -> Result<()> {
         }
     }
     let mut engine = registry::open(&t)?;
-    if t.cfg.kind == "physical" {
+    if t.cfg.kind == "physical" && engine.physical().is_some() {
         return Err(crate::error::Fail::Usage(format!(
             "target `{}` takes physical backups: restore them with `backup pitr {} --data-dir DIR --target-immediate` (see docs/pitr.md)",
             t.name, t.name

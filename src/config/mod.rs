@@ -221,10 +221,11 @@ impl Config {
             }
         }
         for (name, t) in &self.targets {
-            if t.kind != "logical" && t.kind != "physical" {
+            // Which kinds an engine takes is the engine's to say (registry::check_config).
+            if !matches!(t.kind.as_str(), "logical" | "physical" | "native") {
                 return Err(bad(
                     format!("targets.{name}.kind"),
-                    format!("`{}` is not logical or physical", t.kind),
+                    format!("`{}` is not logical, physical or native", t.kind),
                 ));
             }
             if t.storages.is_empty() {

@@ -396,6 +396,10 @@ pub trait StreamSetEngine: LogicalEngine {
     fn as_logical(&mut self) -> &mut dyn LogicalEngine;
     /// After `precheck`: the streams of this backup, in the order to take them.
     fn streams(&mut self) -> Result<Vec<ArtifactSpec>>;
+    /// The backup's id, once allocated (after `streams`, before the first stream).
+    fn begin(&mut self, id: &str) {
+        let _ = id;
+    }
     /// Opens one stream; its `finish` reports what it counted (tables, rows).
     fn open_stream(&mut self, name: &str) -> Result<Box<dyn DumpStream>>;
     /// The manifest's facts, from every stream's facts (in `streams` order).
@@ -403,6 +407,21 @@ pub trait StreamSetEngine: LogicalEngine {
     /// Of the manifest's artifacts, the names a restore with `opts` reads; an error
     /// (e.g. a `--table` the backup lacks) is a usage error.
     fn needed(&self, m: &Manifest, opts: &RestoreOptions) -> Result<Vec<String>>;
+    /// The manifest's kind for this engine's backups (default: logical).
+    fn kind(&self) -> crate::manifest::Kind {
+        crate::manifest::Kind::Logical
+    }
+    /// After `facts`: the earlier backups this one reads artifacts from (artifacts it
+    /// referenced instead of storing again), for the manifest's `depends_on`.
+    fn depends_on(&self) -> Vec<String> {
+        vec![]
+    }
+    /// The backup that stores artifact `name` of backup `m` when it is not `m`'s own
+    /// (one of `m.depends_on`); None: `m` stores it.
+    fn home(&self, m: &Manifest, name: &str) -> Option<String> {
+        let _ = (m, name);
+        None
+    }
     /// Restores from verified local files (artifact name, path), as `needed` chose.
     fn restore_set(
         &mut self,

@@ -19,6 +19,12 @@ static SIGNAL_PIPE: OnceLock<(i32, i32)> = OnceLock::new();
 /// Set once a signal arrived: the signal thread owns the cleanup and the exit.
 static TERMINATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether a signal arrived and the signal thread is cleaning up: work that would
+/// create more to clean up (a statement on a server) should not start.
+pub fn terminating() -> bool {
+    TERMINATING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 extern "C" fn on_signal(sig: libc::c_int) {
     if let Some((_, w)) = SIGNAL_PIPE.get() {
         let b = sig as u8;

@@ -12,10 +12,10 @@ use crate::engine::backup::{
 use crate::engine::catalog;
 use crate::engine::lock::hostname;
 use crate::engine::restore::{
-    compare_counts, fetch_verified, locate_in, plan_head, present_plan, temp_dir, RestoreOutcome,
-    RestoreRequest,
+    compare_counts, fetch_verified, locate, locate_in, plan_head, present_plan, temp_dir,
+    RestoreOutcome, RestoreRequest,
 };
-use crate::manifest::{self, Artifact, Kind, Manifest, RunOutcome, MANIFEST_FILE};
+use crate::manifest::{self, Artifact, Manifest, RunOutcome, MANIFEST_FILE};
 use crate::storage::Storage;
 use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
@@ -37,6 +37,7 @@ pub fn run(
     let streams = engine.streams()?;
     let (storages, last_id, left_out) = open_and_check(t, info.size_bytes, ui)?;
     let (started, id) = allocate_id(last_id.as_deref());
+    engine.begin(&id);
     let meta = object_meta(target, &tcfg.engine, &id, tag);
     ui.info(format!(
         "backup {target} {id}: {} stream(s) of {} ({}) to {}",
@@ -87,7 +88,7 @@ pub fn run(
         id: id.clone(),
         target: target.to_string(),
         engine: tcfg.engine.clone(),
-        kind: Kind::Logical,
+        kind: engine.kind(),
         format,
         tag: tag.map(str::to_string),
         started_at: started,
@@ -97,7 +98,7 @@ pub fn run(
         artifacts,
         database,
         wal: None,
-        depends_on: vec![],
+        depends_on: engine.depends_on(),
         host: hostname(),
         encryption: None,
     };
@@ -234,20 +235,47 @@ pub fn restore(
         .restore_precheck(&req.opts, &m.format)
         .context("checking the restore target before touching anything")?;
     let names = engine.needed(&m, &req.opts)?;
-    let arts: Vec<&Artifact> = names
-        .iter()
-        .map(|n| {
-            m.artifacts.iter().find(|a| &a.name == n).ok_or_else(|| {
-                crate::error::Fail::Verify(format!("backup {} lists no artifact {n}", m.id))
-            })
-        })
-        .collect::<std::result::Result<_, _>>()?;
+    // An artifact the backup referenced instead of storing again is read (and
+    // verified) from the earlier backup that stores it, on the same storage.
+    let mut homes: Vec<Manifest> = Vec::new();
+    let mut _reading_homes = Vec::new();
+    let mut arts: Vec<(usize, Artifact)> = Vec::new();
+    for n in &names {
+        let home = engine.home(&m, n);
+        let idx = match home {
+            None => 0,
+            Some(h) => match homes.iter().position(|x| x.id == h) {
+                Some(i) => i + 1,
+                None => {
+                    let (_, hm) = locate(t, &h, Some(storage.name()))
+                        .with_context(|| format!("backup {} needs {n} from backup {h}", m.id))?;
+                    _reading_homes.push(crate::engine::readers::read(
+                        &t.config.state_dir(),
+                        t.name,
+                        &hm.id,
+                        "backup restore",
+                    )?);
+                    homes.push(hm);
+                    homes.len()
+                }
+            },
+        };
+        let holder = if idx == 0 { &m } else { &homes[idx - 1] };
+        let art = holder
+            .artifacts
+            .iter()
+            .find(|a| &a.name == n)
+            .ok_or_else(|| {
+                crate::error::Fail::Verify(format!("backup {} lists no artifact {n}", holder.id))
+            })?;
+        arts.push((idx, art.clone()));
+    }
     let mut plan = plan_head(&m, storage.as_ref());
     plan.push(format!(
         "verify {} of {} artifact(s) ({}) before touching the database",
         arts.len(),
         m.artifacts.len(),
-        crate::duration::bytes(arts.iter().map(|a| a.size_bytes).sum())
+        crate::duration::bytes(arts.iter().map(|(_, a)| a.size_bytes).sum())
     ));
     plan.push(engine.restore_plan(&req.opts, &m.format, &database));
     if req.check_counts {
@@ -259,11 +287,12 @@ pub fn restore(
     }
     let tmp = temp_dir(req.temp_dir.as_deref())?;
     let mut files = Vec::new();
-    for art in arts {
+    for (idx, art) in &arts {
+        let holder = if *idx == 0 { &m } else { &homes[idx - 1] };
         let path = fetch_verified(
             t,
             storage.as_ref(),
-            &m,
+            holder,
             art,
             tmp.path(),
             engine.as_logical(),

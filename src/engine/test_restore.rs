@@ -222,6 +222,33 @@ pub fn timed_restore(
     temp_dir: Option<PathBuf>,
     ui: &Ui,
 ) -> (bool, f64, Check) {
+    timed(storage, m, opts, temp_dir, |req| {
+        restore::restore(t, engine, req, ui)
+    })
+}
+
+/// [`timed_restore`] for engines whose backup is a set of streams.
+pub fn timed_restore_set(
+    t: &Target,
+    engine: &mut dyn crate::db::StreamSetEngine,
+    storage: &dyn Storage,
+    m: &Manifest,
+    opts: crate::db::RestoreOptions,
+    temp_dir: Option<PathBuf>,
+    ui: &Ui,
+) -> (bool, f64, Check) {
+    timed(storage, m, opts, temp_dir, |req| {
+        crate::engine::stream_set::restore(t, engine, req, ui)
+    })
+}
+
+fn timed(
+    storage: &dyn Storage,
+    m: &Manifest,
+    opts: crate::db::RestoreOptions,
+    temp_dir: Option<PathBuf>,
+    run: impl FnOnce(restore::RestoreRequest) -> Result<restore::RestoreOutcome>,
+) -> (bool, f64, Check) {
     let req = restore::RestoreRequest {
         which: m.id.clone(),
         storage: Some(storage.name().to_string()),
@@ -233,7 +260,7 @@ pub fn timed_restore(
         deleted: false,
     };
     let started = Instant::now();
-    let restored = restore::restore(t, engine, req, ui);
+    let restored = run(req);
     let seconds = started.elapsed().as_secs_f64();
     let check = match &restored {
         Ok(_) => Check::new(
@@ -247,6 +274,54 @@ pub fn timed_restore(
         Err(e) => Check::new("restore", false, format!("{e:#}")),
     };
     (restored.is_ok(), seconds, check)
+}
+
+/// The restored counts (the engine's `count_rows`) against the manifest's, for the
+/// entries the engine says this restore covers. `name` is the check's name, `units`
+/// what is counted in what (`("collection", "document")`).
+pub fn counts_check(
+    eng: &mut dyn crate::db::LogicalEngine,
+    opts: &crate::db::RestoreOptions,
+    m: &Manifest,
+    name: &str,
+    units: (&str, &str),
+) -> Check {
+    let (outer, inner) = units;
+    let got = match eng.count_rows(opts) {
+        Ok(g) => g,
+        Err(e) => return Check::new(name, false, format!("{e:#}")),
+    };
+    let mut wrong = Vec::new();
+    let (mut containers, mut items) = (0, 0);
+    for w in m.database.tables.iter().filter(|t| eng.compares(opts, t)) {
+        let Some(rows) = w.rows else { continue };
+        containers += 1;
+        items += rows;
+        match got
+            .iter()
+            .find(|g| g.schema == w.schema && g.name == w.name)
+        {
+            Some(g) if g.rows == Some(rows) => {}
+            Some(g) => wrong.push(format!(
+                "{}.{} has {} {inner}(s), the backup had {rows}",
+                w.schema,
+                w.name,
+                g.rows.unwrap_or(0)
+            )),
+            None => wrong.push(format!("{}.{} is missing", w.schema, w.name)),
+        }
+    }
+    let mut c = if wrong.is_empty() {
+        Check::new(
+            name,
+            true,
+            format!("{containers} {outer}(s), {items} {inner}(s) match the backup"),
+        )
+    } else {
+        Check::new(name, false, wrong.join("; "))
+    };
+    c.figures = serde_json::json!({ format!("{outer}s"): containers, format!("{inner}s"): items });
+    c
 }
 
 fn rto_check(restored: bool, restore_seconds: f64, rto: Duration) -> Check {

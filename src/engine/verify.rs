@@ -215,6 +215,20 @@ pub fn verify_backup(
             }
         }
     }
+    // Artifacts a backup references instead of storing again live in the backups it
+    // depends on: a restore needs those on the same storage.
+    for dep in &m.depends_on {
+        let key =
+            crate::engine::catalog::artifact_key(&m.target, dep, crate::manifest::MANIFEST_FILE);
+        match storage.head(&key) {
+            Ok(Some(_)) => checks.push(format!("depends on {dep}: present")),
+            Ok(None) => problems.push(format!(
+                "depends on backup {dep}, which is missing on `{}`: what it references cannot be restored",
+                storage.name()
+            )),
+            Err(e) => problems.push(format!("depends on {dep}: {e:#}")),
+        }
+    }
     VerifyReport {
         unreadable,
         target: m.target.clone(),

@@ -168,3 +168,28 @@ impl Drop for ClickHouseServer {
         self.kill();
     }
 }
+
+/// A config with a local storage and the target `analytics` on `url`, plus `extra`
+/// lines under the target.
+pub fn config(env: &super::Env, url: &str, extra: &str) -> PathBuf {
+    env.write_config(&format!(
+        r#"
+[storages.local]
+type = "local"
+path = "{}"
+
+[targets.analytics]
+engine = "clickhouse"
+url = "{url}"
+storages = ["local"]
+{extra}
+"#,
+        env.repo().display()
+    ))
+}
+
+/// The manifest of backup `id` of `analytics` on the local storage.
+pub fn manifest(env: &super::Env, id: &str) -> serde_json::Value {
+    let p = env.repo().join("analytics").join(id).join("manifest.json");
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}

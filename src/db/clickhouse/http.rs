@@ -16,6 +16,8 @@ pub struct Client {
     pub user: Option<String>,
     password: Option<String>,
     agent: ureq::Agent,
+    /// A cleanup's client: it still runs statements after a signal arrived.
+    cleanup: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -43,7 +45,18 @@ impl Client {
             user,
             password,
             agent: b.build(),
+            cleanup: false,
         })
+    }
+
+    /// This client for a cleanup action, which must still reach the server after a
+    /// signal (every other client stops sending statements then, so that nothing new,
+    /// such as another scratch database, appears while the cleanup runs).
+    pub fn for_cleanup(&self) -> Client {
+        Client {
+            cleanup: true,
+            ..self.clone()
+        }
     }
 
     /// `http://user@host:8123` (never the password).
@@ -55,7 +68,13 @@ impl Client {
         u.to_string()
     }
 
-    fn request(&self, params: &[(&str, &str)]) -> ureq::Request {
+    fn request(&self, params: &[(&str, &str)]) -> Result<ureq::Request> {
+        if !self.cleanup && crate::engine::cleanup::terminating() {
+            bail!(
+                "interrupted: not sending more statements to {}",
+                self.display()
+            );
+        }
         let mut r = self.agent.request_url("POST", &self.base);
         for (k, v) in params {
             r = r.query(k, v);
@@ -66,13 +85,13 @@ impl Client {
         if let Some(p) = &self.password {
             r = r.set("X-ClickHouse-Key", p);
         }
-        r
+        Ok(r)
     }
 
     /// Runs `sql` (the body) and returns the response as a stream once the server
     /// answered 200; an error carries the server's message.
     pub fn stream(&self, sql: &str) -> Result<Box<dyn Read + Send + Sync>> {
-        match self.request(&[]).send_string(sql) {
+        match self.request(&[])?.send_string(sql) {
             Ok(resp) => Ok(resp.into_reader()),
             Err(e) => Err(self.error(e)),
         }
@@ -85,6 +104,20 @@ impl Client {
             .take(64 << 20)
             .read_to_string(&mut s)
             .with_context(|| format!("reading the answer of {}", self.display()))?;
+        Ok(s)
+    }
+
+    /// [`Client::text`] with `database` as the default database of the query.
+    pub fn text_in(&self, database: &str, sql: &str) -> Result<String> {
+        let mut s = String::new();
+        match self.request(&[("database", database)])?.send_string(sql) {
+            Ok(resp) => resp
+                .into_reader()
+                .take(64 << 20)
+                .read_to_string(&mut s)
+                .with_context(|| format!("reading the answer of {}", self.display()))?,
+            Err(e) => return Err(self.error(e)),
+        };
         Ok(s)
     }
 
@@ -106,7 +139,7 @@ impl Client {
 
     /// `INSERT ... FORMAT Native` with the data streamed as the body (chunked).
     pub fn insert(&self, sql: &str, body: impl Read) -> Result<()> {
-        match self.request(&[("query", sql)]).send(body) {
+        match self.request(&[("query", sql)])?.send(body) {
             Ok(resp) => {
                 let mut s = String::new();
                 let _ = resp.into_reader().take(1 << 20).read_to_string(&mut s);

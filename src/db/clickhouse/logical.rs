@@ -26,6 +26,8 @@ pub struct Logical {
     plan: Option<(Vec<String>, Vec<Object>)>,
     /// What the last restore restored, with the database it went into.
     restored: Vec<(Object, String)>,
+    /// test-restore: each database goes into `<prefix><database>` instead.
+    scratch_prefix: Option<String>,
 }
 
 impl Logical {
@@ -35,7 +37,39 @@ impl Logical {
             c,
             plan: None,
             restored: vec![],
+            scratch_prefix: None,
         }
+    }
+
+    /// An engine that restores database `d` into `<prefix>d` (test-restore).
+    pub fn scratch(o: Options, c: Client, prefix: String) -> Logical {
+        Logical {
+            scratch_prefix: Some(prefix),
+            ..Logical::new(o, c)
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.c
+    }
+
+    /// The database that backed-up database `db` is restored into.
+    pub fn dest(&self, opts: &RestoreOptions, db: &str) -> String {
+        match (&self.scratch_prefix, &opts.to_database) {
+            (Some(p), _) => format!("{p}{db}"),
+            (None, Some(to)) => to.clone(),
+            (None, None) => db.to_string(),
+        }
+    }
+
+    /// The objects `precheck` found (a part-level backup takes MergeTree data apart).
+    pub fn objects_mut(&mut self) -> Option<&mut Vec<Object>> {
+        self.plan.as_mut().map(|(_, o)| o)
+    }
+
+    /// What the last restore restored: (object, the database it went into).
+    pub fn restored(&self) -> &[(Object, String)] {
+        &self.restored
     }
 
     fn version(&self) -> Result<String> {
@@ -53,7 +87,7 @@ impl Logical {
             .ok_or_else(|| anyhow!("SHOW CREATE {what} returned nothing"))
     }
 
-    fn count(&self, db: &str, name: &str) -> Result<u64> {
+    pub fn count(&self, db: &str, name: &str) -> Result<u64> {
         let q = format!("SELECT count() FROM {}.{}", ident(db), ident(name));
         self.c
             .text(&q)?
@@ -63,7 +97,7 @@ impl Logical {
     }
 
     /// Objects of `dest` that exist: name -> engine.
-    fn existing(&self, dest: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    pub fn existing(&self, dest: &str) -> Result<std::collections::BTreeMap<String, String>> {
         Ok(self
             .c
             .rows(&format!(
@@ -80,7 +114,7 @@ impl Logical {
 }
 
 /// The objects a manifest records.
-fn objects(m: &Manifest) -> Result<Vec<Object>> {
+pub fn objects(m: &Manifest) -> Result<Vec<Object>> {
     let v =
         m.database.extra.get("clickhouse").ok_or_else(|| {
             Fail::Verify(format!("backup {} records no ClickHouse objects", m.id))
@@ -96,7 +130,7 @@ fn objects(m: &Manifest) -> Result<Vec<Object>> {
 
 /// The objects a restore with `opts` covers, in restore order; selecting a
 /// materialized view brings its inner table.
-fn select(m: &Manifest, objs: &[Object], opts: &RestoreOptions) -> Result<Vec<Object>> {
+pub fn select(m: &Manifest, objs: &[Object], opts: &RestoreOptions) -> Result<Vec<Object>> {
     if opts.tables.is_empty() {
         return Ok(objs.to_vec());
     }
@@ -146,10 +180,6 @@ fn databases_of(sel: &[Object]) -> Vec<String> {
     d.sort();
     d.dedup();
     d
-}
-
-fn dest(opts: &RestoreOptions, db: &str) -> String {
-    opts.to_database.clone().unwrap_or_else(|| db.to_string())
 }
 
 fn read_text(p: &Path) -> Result<String> {
@@ -400,12 +430,12 @@ impl StreamSetEngine for Logical {
         // Existing data is never mixed with the backup's unless --clean.
         if !opts.clean {
             for db in &dbs {
-                let there = self.existing(&dest(opts, db))?;
+                let there = self.existing(&self.dest(opts, db))?;
                 for o in sel.iter().filter(|o| &o.database == db) {
                     let Some(engine) = there.get(&o.name) else {
                         continue;
                     };
-                    let d = dest(opts, db);
+                    let d = self.dest(opts, db);
                     let busy = match o.kind.as_str() {
                         "mv" | "view" => true,
                         _ if engine == "View" || engine == "MaterializedView" => true,
@@ -448,24 +478,31 @@ impl StreamSetEngine for Logical {
         for db in databases_of(&sel) {
             let ddl = read_text(&path(&schema::database_ddl(&db))?)?;
             self.c
-                .exec(&schema::database_create(&ddl, &db, &dest(opts, &db)))
-                .with_context(|| format!("creating database {}", dest(opts, &db)))?;
+                .exec(&schema::database_create(&ddl, &db, &self.dest(opts, &db)))
+                .with_context(|| format!("creating database {}", self.dest(opts, &db)))?;
         }
         if opts.clean {
             for o in sel.iter().rev().filter(|o| o.kind != "inner") {
                 self.c
                     .exec(&format!(
                         "DROP TABLE IF EXISTS {}",
-                        o.quoted(&dest(opts, &o.database))
+                        o.quoted(&self.dest(opts, &o.database))
                     ))
                     .with_context(|| format!("dropping {}", o.full()))?;
             }
         }
         self.restored.clear();
         for o in &sel {
-            let d = dest(opts, &o.database);
+            let d = self.dest(opts, &o.database);
             if let Some(ddl) = &o.ddl {
-                let sql = schema::rewrite(&read_text(&path(ddl)?)?, &o.database, &d, true);
+                let mut sql = schema::rewrite(&read_text(&path(ddl)?)?, &o.database, &d, true);
+                if self.scratch_prefix.is_some() {
+                    // A scratch copy must not reach into the real databases (an MV
+                    // reading another database would see production inserts).
+                    for other in databases_of(&objs).iter().filter(|x| **x != o.database) {
+                        sql = schema::rewrite(&sql, other, &self.dest(opts, other), false);
+                    }
+                }
                 self.c
                     .exec(&sql)
                     .with_context(|| format!("creating {d}.{}", o.name))?;

@@ -16,10 +16,15 @@
 mod http;
 mod logical;
 pub mod native;
+mod native_kind;
+mod parts;
+mod physical;
 mod schema;
+mod scratch;
+mod server_backup;
 mod stream;
 
-use super::{Engine, LogicalEngine, StreamSetEngine, Target};
+use super::{Engine, LogicalEngine, ScratchEngine, StreamSetEngine, Target};
 use crate::config::TargetConfig;
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -52,6 +57,10 @@ pub struct Options {
     /// CA certificate(s) (PEM) to check an https server's certificate.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Part-level backups: the server's data folder as this host sees it (default:
+    /// the server's own, from `system.tables.data_path`).
+    #[serde(default)]
+    pub data_path: Option<PathBuf>,
 }
 
 const URL_HINT: &str = "write http://HOST:8123 or https://HOST:8443";
@@ -59,20 +68,23 @@ const URL_HINT: &str = "write http://HOST:8123 or https://HOST:8443";
 impl Options {
     /// Checks what the keys' types cannot: (key under the target, message).
     pub fn validate(&self, t: &TargetConfig) -> std::result::Result<(), (String, String)> {
-        if t.kind != "logical" {
+        if !matches!(t.kind.as_str(), "logical" | "physical" | "native") {
             return Err((
                 "kind".into(),
                 format!(
-                    "`{}`: this version takes logical ClickHouse backups only; remove `kind` or write kind = \"logical\"",
+                    "`{}`: a ClickHouse target is kind = \"logical\" (the default), \"physical\" (part-level, on the ClickHouse host) or \"native\" (BACKUP ... TO S3, ClickHouse 22.8+)",
                     t.kind
                 ),
             ));
         }
-        if t.test_restore.is_some() {
+        if self.data_path.is_some() && t.kind != "physical" {
             return Err((
-                "test_restore".into(),
-                "test-restore is not available for ClickHouse targets in this version; remove [targets.NAME.test_restore]".into(),
+                "data_path".into(),
+                "is for part-level backups (kind = \"physical\")".into(),
             ));
+        }
+        if let Some(u) = t.test_restore.as_ref().and_then(|tr| tr.url.as_deref()) {
+            parse_url(u).map_err(|e| ("test_restore".to_string(), format!("url: {e:#}")))?;
         }
         let url = parse_url(self.url.as_deref().unwrap_or(DEFAULT_URL))
             .map_err(|e| ("url".to_string(), format!("{e:#}")))?;
@@ -138,25 +150,73 @@ fn client(o: &Options) -> Result<http::Client> {
 
 /// The ClickHouse engine of one target.
 pub struct ClickHouse {
+    o: Options,
     logical: logical::Logical,
+    /// A `kind = "physical"` (part-level) or `"native"` (BACKUP SQL) target's engine.
+    other: Option<Box<dyn StreamSetEngine>>,
 }
 
 impl ClickHouse {
     pub fn new(t: &Target) -> Result<ClickHouse> {
         let o: Options = super::registry::options(t.config, t.name, t.cfg)?;
         let c = client(&o)?;
+        let l = || logical::Logical::new(o.clone(), c.clone());
+        let other: Option<Box<dyn StreamSetEngine>> = match t.cfg.kind.as_str() {
+            "physical" => Some(Box::new(physical::Physical::new(
+                l(),
+                o.data_path.clone(),
+                t,
+            ))),
+            "native" => Some(Box::new(native_kind::NativeKind::new(l(), t))),
+            _ => None,
+        };
         Ok(ClickHouse {
-            logical: logical::Logical::new(o, c),
+            logical: l(),
+            o,
+            other,
         })
+    }
+
+    /// An engine of backup `m`'s kind that restores into `<prefix><database>` on `c`.
+    /// `own_server`: `c` is the target's server (whose `data_path` applies).
+    fn scratch_engine(
+        &self,
+        t: &Target,
+        m: &crate::manifest::Manifest,
+        c: http::Client,
+        prefix: String,
+        own_server: bool,
+    ) -> Box<dyn StreamSetEngine> {
+        let l = logical::Logical::scratch(self.o.clone(), c, prefix);
+        if m.format == native_kind::FORMAT {
+            return Box::new(native_kind::NativeKind::new(l, t));
+        }
+        match m.kind {
+            crate::manifest::Kind::Logical => Box::new(l),
+            crate::manifest::Kind::Physical => Box::new(physical::Physical::new(
+                l,
+                self.o.data_path.clone().filter(|_| own_server),
+                t,
+            )),
+        }
     }
 }
 
 impl Engine for ClickHouse {
     fn logical(&mut self) -> &mut dyn LogicalEngine {
-        &mut self.logical
+        match &mut self.other {
+            Some(e) => e.as_logical(),
+            None => &mut self.logical,
+        }
     }
     fn stream_set(&mut self) -> Option<&mut dyn StreamSetEngine> {
-        Some(&mut self.logical)
+        match &mut self.other {
+            Some(e) => Some(e.as_mut()),
+            None => Some(&mut self.logical),
+        }
+    }
+    fn scratch(&mut self) -> Option<&mut dyn ScratchEngine> {
+        Some(self)
     }
 }
 

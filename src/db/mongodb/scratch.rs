@@ -94,7 +94,13 @@ impl ScratchEngine for Mongo {
         }
         let mut checks = vec![check];
         if restored {
-            checks.push(counts_check(&mut eng, &opts, m));
+            checks.push(crate::engine::test_restore::counts_check(
+                &mut eng,
+                &opts,
+                m,
+                "document counts",
+                ("collection", "document"),
+            ));
         }
         drop(guard);
         let dropped = outcome.lock().unwrap().take().unwrap_or_default();
@@ -114,44 +120,4 @@ impl ScratchEngine for Mongo {
             checks,
         })
     }
-}
-
-/// Document counts in the scratch database against the manifest.
-fn counts_check(eng: &mut Mongo, opts: &RestoreOptions, m: &Manifest) -> Check {
-    use crate::db::LogicalEngine;
-    let got = match eng.count_rows(opts) {
-        Ok(g) => g,
-        Err(e) => return Check::new("document counts", false, format!("{e:#}")),
-    };
-    let mut wrong = Vec::new();
-    let (mut collections, mut documents) = (0, 0);
-    for w in m.database.tables.iter().filter(|t| eng.compares(opts, t)) {
-        let Some(rows) = w.rows else { continue };
-        collections += 1;
-        documents += rows;
-        match got
-            .iter()
-            .find(|g| g.schema == w.schema && g.name == w.name)
-        {
-            Some(g) if g.rows == Some(rows) => {}
-            Some(g) => wrong.push(format!(
-                "{}.{} has {} document(s), the backup had {rows}",
-                w.schema,
-                w.name,
-                g.rows.unwrap_or(0)
-            )),
-            None => wrong.push(format!("{}.{} is missing", w.schema, w.name)),
-        }
-    }
-    let mut c = if wrong.is_empty() {
-        Check::new(
-            "document counts",
-            true,
-            format!("{collections} collection(s), {documents} document(s) match the backup"),
-        )
-    } else {
-        Check::new("document counts", false, wrong.join("; "))
-    };
-    c.figures = serde_json::json!({ "collections": collections, "documents": documents });
-    c
 }
