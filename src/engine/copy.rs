@@ -109,6 +109,7 @@ pub fn copy(
             ))
         })?],
     };
+    let chosen = with_dependencies(&cat.backups, chosen)?;
     // Held from here until the copy is done: a prune keeps these source backups.
     let _reading = if dry_run {
         vec![]
@@ -179,6 +180,37 @@ pub fn copy(
         report.backups.push(b);
     }
     Ok(report)
+}
+
+/// The chosen backups and, transitively, every backup they depend on (a part-level
+/// ClickHouse backup references parts stored by earlier ones): a copy must be
+/// restorable at the destination on its own. Oldest first, so a dependency is
+/// complete there before what needs it.
+fn with_dependencies<'a>(
+    all: &'a [Manifest],
+    chosen: Vec<&'a Manifest>,
+) -> Result<Vec<&'a Manifest>> {
+    let mut want: BTreeSet<&str> = chosen.iter().map(|m| m.id.as_str()).collect();
+    let mut todo: Vec<&Manifest> = chosen;
+    while let Some(m) = todo.pop() {
+        for d in &m.depends_on {
+            if want.contains(d.as_str()) {
+                continue;
+            }
+            let dep = all.iter().find(|x| &x.id == d).ok_or_else(|| {
+                Fail::Verify(format!(
+                    "{} {} depends on backup {d}, which is not complete on the source: it cannot be copied restorable",
+                    m.target, m.id
+                ))
+            })?;
+            want.insert(dep.id.as_str());
+            todo.push(dep);
+        }
+    }
+    Ok(all
+        .iter()
+        .filter(|m| want.contains(m.id.as_str()))
+        .collect())
 }
 
 fn copy_backup(
@@ -478,6 +510,34 @@ mod tests {
         let r = copy("pg", &src, &dst, &Which::All, false, &state(), &ui()).unwrap();
         assert_eq!(r.backups[0].objects_kept, 1);
         assert_eq!(r.backups[0].objects_copied, 1); // the manifest
+    }
+
+    #[test]
+    fn a_backup_brings_the_backups_it_depends_on() {
+        let src = MemoryStorage::new("a");
+        let dst = MemoryStorage::new("b");
+        let base = backup(&src, "20261130T010000Z", b"base");
+        let mut m = backup(&src, "20261130T020000Z", b"incr");
+        m.depends_on = vec![base.id.clone()];
+        src.put(
+            &artifact_key("pg", &m.id, MANIFEST_FILE),
+            &m.to_json().unwrap(),
+            &PutMeta::default(),
+        )
+        .unwrap();
+        let r = copy(
+            "pg",
+            &src,
+            &dst,
+            &Which::One("latest".into()),
+            false,
+            &state(),
+            &ui(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = r.backups.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, vec![base.id.as_str(), m.id.as_str()]);
+        assert_eq!(catalog::scan(&dst, "pg").unwrap().backups.len(), 2);
     }
 
     #[test]
