@@ -186,22 +186,32 @@ impl Postgres {
                     Box::new(f)
                 };
                 let copy = std::io::copy(&mut src, &mut stdin);
-                if copy.is_err() {
-                    // Never let psql see an end of input it would commit.
-                    let _ = child.kill();
-                }
+                // Never let psql see an end of input it would commit: if reading the
+                // dump failed, stop psql first (the server rolls back). A broken pipe
+                // is psql itself leaving (ON_ERROR_STOP): its own status says why.
+                let stopped = copy
+                    .as_ref()
+                    .is_err_and(|e| e.kind() != std::io::ErrorKind::BrokenPipe)
+                    && child.kill().is_ok();
                 drop(stdin);
                 let st = child.wait()?;
                 let _ = t.join();
                 let err = stderr.lock().unwrap().clone();
-                copy.context(
-                    "feeding the dump to psql (psql was stopped, the restore was rolled back)",
-                )?;
+                // Errors as text: a broken pipe in the chain would read as a closed stdout.
+                if stopped {
+                    bail!(
+                        "feeding the dump to psql failed ({}); psql was stopped, the restore was rolled back",
+                        copy.err().map(|e| e.to_string()).unwrap_or_default()
+                    );
+                }
                 if !st.success() {
                     bail!(
                         "psql failed, the restore was rolled back: {}",
                         one_paragraph(&err)
                     );
+                }
+                if let Err(e) = copy {
+                    bail!("feeding the dump to psql: {e}");
                 }
             }
         }
@@ -217,7 +227,12 @@ fn stop_on_signal(
     state: String,
 ) -> crate::engine::cleanup::CleanupGuard {
     crate::engine::cleanup::CleanupGuard::new(move || {
-        // SAFETY: signalling our own child by pid.
+        // A guard also runs when it goes out of scope; by then the tool has exited and
+        // been waited for, and its pid may belong to someone else.
+        if !crate::engine::cleanup::terminating() {
+            return;
+        }
+        // SAFETY: signalling our own child by pid (not yet waited for: a signal).
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         eprintln!("interrupted: {tool} stopped; {state}");
     })
