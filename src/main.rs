@@ -18,6 +18,21 @@ use cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `backup list | head`: println! panics when its reader has gone. That reader
+    // leaving is not a failure; any other panic keeps the default report.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && stdout_closed() {
+            std::process::exit(0);
+        }
+        default_hook(info)
+    }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -43,11 +58,14 @@ fn main() -> ExitCode {
     match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // A closed stdout (`backup list | head`) is not a failure.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            // A closed stdout (`backup list | head`) is not a failure; a broken pipe to a
+            // child (psql, redis-cli) is, so stdout itself must be the closed one.
+            if stdout_closed()
+                && e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                })
+            {
                 return ExitCode::SUCCESS;
             }
             let code = error::exit_code(&e);
@@ -85,4 +103,16 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
             unreachable!()
         }
     }
+}
+
+/// Whether stdout is a pipe whose reader has gone (poll reports an error on it).
+fn stdout_closed() -> bool {
+    let mut p = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLERR != 0
 }

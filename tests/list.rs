@@ -154,3 +154,29 @@ fn unknown_target_or_storage_is_a_usage_error() {
     // An empty repository lists nothing, successfully.
     assert_eq!(env.ok(&["list", "--json"]).trim(), "[]");
 }
+
+/// `backup list | head`: a reader that goes away is not a failure (exit 0, no error
+/// line); the same broken pipe from a child tool would be (see tests/restore.rs).
+#[test]
+fn a_closed_stdout_is_not_a_failure() {
+    let (_pg, env, _id) = common::sample_backup("plain");
+    for _ in 0..5 {
+        env.ok(&["run", "pg"]);
+    }
+    let bin = assert_cmd::cargo::cargo_bin("backup");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            // `true` exits without reading: by the time list writes, the pipe has no reader.
+            "'{}' list --json | true; echo \"${{PIPESTATUS[0]}}\" >&2",
+            bin.display()
+        ))
+        .env("BACKUP_CONFIG", env.path().join("backup.toml"))
+        .env("BACKUP_STATE_DIR", env.path().join("state"))
+        .current_dir(env.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().last(), Some("0"), "{err}");
+    assert!(!err.contains("ERROR"), "{err}");
+}
