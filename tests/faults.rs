@@ -43,6 +43,19 @@ fn sample_pg() -> Pg {
     pg
 }
 
+/// A cluster with the sample data, moto behind a fault proxy, and a workspace whose
+/// target `pg` goes to a local folder and to S3 through the proxy (`extra`: more keys of
+/// the S3 storage).
+fn behind_proxy(extra: &str) -> (Pg, Moto, FaultProxy, Env) {
+    let pg = sample_pg();
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let proxy = FaultProxy::start(moto.port);
+    let env = Env::new();
+    env.write_config(&config(&pg, &env, &proxy.endpoint(), extra));
+    (pg, moto, proxy, env)
+}
+
 fn listed(env: &Env, storage: &str) -> usize {
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["list", "pg", "--storage", storage, "--json"])).unwrap();
@@ -88,12 +101,7 @@ fn run_within(env: &Env, args: &[&str], limit: Duration) -> (i32, String) {
 /// succeeds on both storages.
 #[test]
 fn s3_throttling_and_server_errors_are_retried_until_the_run_succeeds() {
-    let pg = sample_pg();
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let proxy = FaultProxy::start(moto.port);
-    let env = Env::new();
-    env.write_config(&config(&pg, &env, &proxy.endpoint(), ""));
+    let (_pg, _moto, proxy, env) = behind_proxy("");
     proxy.push(&[
         Fault::Status(503, "SlowDown"),
         Fault::Status(503, "SlowDown"),
@@ -113,12 +121,7 @@ fn s3_throttling_and_server_errors_are_retried_until_the_run_succeeds() {
 /// the storage, the local copy is kept and listed, nothing is listed on S3.
 #[test]
 fn s3_access_denied_is_not_retried() {
-    let pg = sample_pg();
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let proxy = FaultProxy::start(moto.port);
-    let env = Env::new();
-    env.write_config(&config(&pg, &env, &proxy.endpoint(), ""));
+    let (_pg, _moto, proxy, env) = behind_proxy("");
     proxy.push(&[Fault::Status(403, "AccessDenied")]);
     let (code, _, err) = env.run(&["run", "pg"]);
     assert_eq!(code, 1, "{err}");
@@ -138,17 +141,10 @@ fn s3_access_denied_is_not_retried() {
 /// fails (naming the storage) instead of hanging; the local copy is kept.
 #[test]
 fn a_stalled_s3_endpoint_fails_within_its_timeout_instead_of_hanging() {
-    let pg = sample_pg();
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let proxy = FaultProxy::start(moto.port);
-    let env = Env::new();
-    env.write_config(&config(
-        &pg,
-        &env,
-        &proxy.endpoint(),
-        "timeout_seconds = 2\nmax_attempts = 2",
-    ));
+    let (_pg, _moto, proxy, env) = behind_proxy(
+        "timeout_seconds = 2
+max_attempts = 2",
+    );
     proxy.stall_all(true);
     let (code, err) = run_within(&env, &["run", "pg"], Duration::from_secs(120));
     assert_eq!(code, 1, "{err}");
