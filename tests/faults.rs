@@ -430,3 +430,64 @@ fn runs_in_one_second_or_after_a_clock_step_get_distinct_ids() {
     assert!(ids[2] > ahead.as_str(), "{ids:?}");
     env.ok(&["verify", "pg", "--all"]);
 }
+
+/// Damage to a physical backup's own artifacts: a byte flipped in `base.tar.gz` and a
+/// WAL segment cut short. `verify` exits 3 naming both; `pitr` refuses before it writes
+/// anything into the data directory.
+#[test]
+fn damaged_base_backup_and_wal_are_named_by_verify_and_refused_by_pitr() {
+    use common::physical::{archive_now, archiving_cluster_with};
+    let env = Env::new();
+    std::fs::create_dir_all(env.repo().join("pg/wal")).unwrap();
+    let repo = env.repo();
+    let pg = archiving_cluster_with(&env, move |url| {
+        format!(
+            "[storages.local]\ntype = \"local\"\npath = \"{}\"\n\n[targets.pg]\nengine = \"postgres\"\nkind = \"physical\"\nurl = \"{url}\"\nstorages = [\"local\"]\ncompression_level = 1\n",
+            repo.display()
+        )
+    });
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t AS SELECT generate_series(1, 1000) AS id",
+    );
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    archive_now(&pg);
+    env.ok(&["verify", "pg"]);
+
+    let base = env.repo().join("pg").join(&id).join("base.tar.gz");
+    let mut b = std::fs::read(&base).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0x55;
+    std::fs::write(&base, b).unwrap();
+    let wal = env.repo().join("pg/wal/00000001");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() == 27 && n.ends_with(".gz"))
+        .collect();
+    segs.sort();
+    let victim = segs.last().unwrap().clone();
+    let seg = std::fs::read(wal.join(&victim)).unwrap();
+    std::fs::write(wal.join(&victim), &seg[..seg.len() / 2]).unwrap();
+
+    let (code, out, err) = env.run(&["verify", "pg"]);
+    assert_eq!(code, 3, "{out}{err}");
+    let all = format!("{out}{err}");
+    assert!(all.contains("base.tar.gz"), "{all}");
+    assert!(all.contains(victim.trim_end_matches(".gz")), "{all}");
+
+    let d = env.path().join("restored");
+    let (code, _, err) = env.run(&[
+        "pitr",
+        "pg",
+        "--target-immediate",
+        "--data-dir",
+        d.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("base.tar.gz") && err.contains("damaged"),
+        "{err}"
+    );
+    assert!(!d.join("PG_VERSION").exists());
+}

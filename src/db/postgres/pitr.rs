@@ -184,15 +184,25 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
                 1 << 20,
                 &mut hashing,
             ));
-            let files = tar::extract(&mut dec, &data_dir)?;
-            std::io::copy(&mut dec, &mut std::io::sink())?;
-            files
+            tar::extract(&mut dec, &data_dir).and_then(|files| {
+                std::io::copy(&mut dec, &mut std::io::sink())?;
+                Ok(files)
+            })
         };
-        std::io::copy(&mut hashing, &mut std::io::sink())?;
+        // On an unpacking error too, read the rest: a checksum mismatch says the
+        // artifact is damaged (exit 3, named), which the tar error alone does not.
+        let rest = std::io::copy(&mut hashing, &mut std::io::sink());
         let got = hex::encode(hashing.hasher.clone().finalize());
-        if got != art.sha256 || hashing.bytes != art.size_bytes {
+        let damaged = got != art.sha256 || hashing.bytes != art.size_bytes;
+        let files = match (files, rest) {
+            (Ok(f), Ok(_)) => f,
+            (Err(e), _) if !damaged => return Err(e),
+            (_, Err(e)) if !damaged => return Err(e.into()),
+            _ => 0,
+        };
+        if damaged {
             return Err(Fail::Verify(format!(
-                "{key} on `{}` is damaged: sha256 {got} ({} bytes), the manifest says {} ({} bytes)",
+                "{key} on `{}` is damaged: sha256 {got} ({} bytes), the manifest says {} ({} bytes); nothing was left in the data directory: pick another backup with --backup",
                 storage.name(),
                 hashing.bytes,
                 art.sha256,
