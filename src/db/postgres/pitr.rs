@@ -172,6 +172,29 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
         .find(|a| a.name == physical::ARTIFACT)
         .ok_or_else(|| anyhow!("backup {} has no {}", m.id, physical::ARTIFACT))?;
     let key = catalog::artifact_key(&req.target, &m.id, &art.name);
+    // A signal while unpacking empties the data directory: a half-restored cluster
+    // must never be started by mistake. (Only on a signal: the guard also runs when it
+    // goes out of scope.)
+    let dir = data_dir.to_path_buf();
+    let unpacking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still = unpacking.clone();
+    let interrupted_unpack = crate::engine::cleanup::CleanupGuard::new(move || {
+        if crate::engine::cleanup::terminating() {
+            // The unpacker stops at its next entry (tar::extract checks); wait for it,
+            // or a file it creates after the emptying would stay.
+            let t0 = Instant::now();
+            while still.load(std::sync::atomic::Ordering::SeqCst)
+                && t0.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            empty_dir(&dir);
+            eprintln!(
+                "interrupted: the base backup was not fully restored; {} was emptied",
+                dir.display()
+            );
+        }
+    });
     let unpack = (|| -> Result<u64> {
         let stream = storage.open(&key)?;
         let mut hashing = Hashing {
@@ -184,7 +207,9 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
                 1 << 20,
                 &mut hashing,
             ));
-            tar::extract(&mut dec, &data_dir).and_then(|files| {
+            let files = tar::extract(&mut dec, &data_dir);
+            unpacking.store(false, std::sync::atomic::Ordering::SeqCst);
+            files.and_then(|files| {
                 std::io::copy(&mut dec, &mut std::io::sink())?;
                 Ok(files)
             })
@@ -216,16 +241,7 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
         Ok(f) => f,
         Err(e) => {
             // Leave nothing half-restored behind.
-            if let Ok(r) = std::fs::read_dir(&data_dir) {
-                for e in r.flatten() {
-                    let p = e.path();
-                    let _ = if p.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                }
-            }
+            empty_dir(&data_dir);
             return Err(e.context(format!(
                 "restoring base backup {} into {}",
                 m.id,
@@ -233,6 +249,7 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
             )));
         }
     };
+    drop(interrupted_unpack);
     tar::sync_tree(&data_dir)?;
     done.push(format!(
         "restored base backup {} ({} files, sha256 verified) into {}",
@@ -427,6 +444,18 @@ fn start_and_follow(
     }
     outcome.started = true;
     ui.info(format!("server starting; following {}", log.display()));
+    // A signal while following: say what is left running, and how to stop it.
+    let (dir, log_path) = (data_dir.to_path_buf(), log.to_path_buf());
+    let _following = crate::engine::cleanup::CleanupGuard::new(move || {
+        if crate::engine::cleanup::terminating() {
+            eprintln!(
+                "interrupted: the restored server keeps running recovery in {} (log {}); stop it with pg_ctl -D {} stop -m fast, or run pitr again into an empty directory",
+                dir.display(),
+                log_path.display(),
+                dir.display()
+            );
+        }
+    });
     let t0 = Instant::now();
     let mut grace: Option<Instant> = None;
     loop {
@@ -517,6 +546,20 @@ fn start_and_follow(
                 req.timeout.as_secs(),
                 log.display()
             );
+        }
+    }
+}
+
+/// Removes everything inside `dir`, keeping `dir` itself.
+fn empty_dir(dir: &Path) {
+    if let Ok(r) = std::fs::read_dir(dir) {
+        for e in r.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
 }

@@ -294,6 +294,10 @@ pub fn extract(r: &mut dyn Read, root: &Path) -> Result<u64> {
     archive.set_mask(0o077);
     let mut files = 0u64;
     for entry in archive.entries().context("reading the tar stream")? {
+        // A signal's cleanup empties `root`: stop writing into it.
+        if crate::engine::cleanup::terminating() {
+            bail!("interrupted");
+        }
         let mut entry = entry.context("reading the tar stream")?;
         let name = entry.path()?.into_owned();
         let path = safe_join(root, &name)?;
