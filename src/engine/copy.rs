@@ -308,7 +308,6 @@ fn copy_archive(
         .map(|o| o.key)
         .collect();
     let mut out = ArchiveCopy::default();
-    let meta = PutMeta::default();
     for o in want {
         if have.contains(&o.key) {
             out.objects_present += 1;
@@ -319,6 +318,13 @@ fn copy_archive(
             out.bytes += o.size;
             continue;
         }
+        // The object's own metadata goes along (wal-push's `sha256`, `raw-size`).
+        let meta = PutMeta {
+            metadata: src.metadata(&o.key).with_context(|| {
+                format!("reading the metadata of {} on `{}`", o.key, src.name())
+            })?,
+            ..PutMeta::default()
+        };
         let (size, sha) = stream_object(src, dst, &o.key, &meta)?;
         let (dsize, dsha) = read_digest(dst, &o.key)
             .with_context(|| format!("reading {} back from `{}`", o.key, dst.name()))?;
@@ -421,6 +427,10 @@ mod tests {
     }
 
     fn backup(s: &MemoryStorage, id: &str, body: &[u8]) -> Manifest {
+        backup_on(s, id, body)
+    }
+
+    fn backup_on(s: &dyn Storage, id: &str, body: &[u8]) -> Manifest {
         let at = parse_backup_id(id).unwrap();
         let m = Manifest {
             manifest_version: crate::manifest::MANIFEST_VERSION,
@@ -538,6 +548,26 @@ mod tests {
         let ids: Vec<&str> = r.backups.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(ids, vec![base.id.as_str(), m.id.as_str()]);
         assert_eq!(catalog::scan(&dst, "pg").unwrap().backups.len(), 2);
+    }
+
+    #[test]
+    fn archive_objects_keep_their_metadata() {
+        use crate::storage::local::LocalStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let src = LocalStorage::new("a", &dir.path().join("a"));
+        let dst = LocalStorage::new("b", &dir.path().join("b"));
+        let mut meta = PutMeta::default();
+        meta.metadata.insert("sha256".into(), "abc".into());
+        src.put("pg/wal/00000001/seg.gz", b"wal", &meta).unwrap();
+        let r = copy("pg", &src, &dst, &Which::All, false, &state(), &ui());
+        // No backup to copy: the archive goes only along with one.
+        assert!(r.is_err() || dst.list("pg/").unwrap().is_empty());
+        let m = backup_on(&src, "20261130T010000Z", b"one");
+        copy("pg", &src, &dst, &Which::One(m.id), false, &state(), &ui()).unwrap();
+        assert_eq!(
+            dst.metadata("pg/wal/00000001/seg.gz").unwrap()["sha256"],
+            "abc"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// A shared (reader) or exclusive (prune) hold on one backup; released on drop.
 pub struct BackupLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 fn path(state_dir: &Path, target: &str, id: &str) -> PathBuf {
@@ -49,7 +49,17 @@ fn try_flock(f: &File, op: libc::c_int) -> bool {
 /// Holds backup `id` of `target` for reading. Fails (exit 4) when a prune is removing it.
 pub fn read(state_dir: &Path, target: &str, id: &str, what: &str) -> Result<BackupLock> {
     let p = path(state_dir, target, id);
-    let mut f = open(&p)?;
+    // A restore must never fail because the state folder cannot be written (a
+    // read-only host at 3 a.m.): it goes on without the lock, and says what that risks.
+    let mut f = match open(&p) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "warning: no reader lock on {target} {id} ({e:#}): a prune on this host could remove it meanwhile"
+            );
+            return Ok(BackupLock { _file: None });
+        }
+    };
     if !try_flock(&f, libc::LOCK_SH) {
         let mut holder = String::new();
         let _ = f.read_to_string(&mut holder);
@@ -67,7 +77,7 @@ pub fn read(state_dir: &Path, target: &str, id: &str, what: &str) -> Result<Back
         std::process::id(),
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
     );
-    Ok(BackupLock { _file: f })
+    Ok(BackupLock { _file: Some(f) })
 }
 
 /// For prune: holds backup `id` exclusively, or says which reader holds it.
@@ -81,7 +91,7 @@ pub fn for_removal(
     if try_flock(&f, libc::LOCK_EX) {
         let _ = f.set_len(0);
         let _ = writeln!(f, "backup prune, pid {}", std::process::id());
-        return Ok(BackupLock { _file: f });
+        return Ok(BackupLock { _file: Some(f) });
     }
     let mut holder = String::new();
     let _ = f.read_to_string(&mut holder);
@@ -110,5 +120,9 @@ mod tests {
         assert!(format!("{e}").contains("being removed"), "{e}");
         drop(p);
         read(dir.path(), "pg", "20261130T010000Z", "x").unwrap();
+        // An unwritable state folder costs the lock, never the read.
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"").unwrap();
+        read(&file, "pg", "20261130T010000Z", "x").unwrap();
     }
 }
