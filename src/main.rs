@@ -1,6 +1,7 @@
 //! `backup`: parse, run, and map the outcome to an exit code. The only exit path.
 
 mod cli;
+mod compress;
 mod config;
 mod daemon;
 mod db;

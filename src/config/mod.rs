@@ -299,14 +299,8 @@ impl Config {
             if let Some(a) = &t.max_age {
                 crate::duration::parse(a).map_err(|e| bad(format!("targets.{name}.max_age"), e))?;
             }
-            if let Some(l) = t.compression_level {
-                if !(1..=9).contains(&l) {
-                    return Err(bad(
-                        format!("targets.{name}.compression_level"),
-                        format!("{l} is outside 1..=9"),
-                    ));
-                }
-            }
+            t.check_compression()
+                .map_err(|(k, m)| bad(format!("targets.{name}.{k}"), m))?;
         }
         Ok(())
     }

@@ -15,7 +15,11 @@ pub struct TargetConfig {
     pub kind: String,
     #[serde(default)]
     pub storages: Vec<String>,
-    /// gzip level 1..=9 for compressed artifacts (default 6, as gzip).
+    /// `zstd`, `gzip` or `none` (default: gzip for dumps and WAL, zstd for
+    /// `method = "files"` physical backups). See `crate::compress`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Level for `compression`: gzip 1..=9 (default 6), zstd 1..=19 (default 3).
     #[serde(default)]
     pub compression_level: Option<u32>,
     /// Check free space on local storages before a run (default true).
@@ -75,6 +79,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "engine",
     "kind",
     "storages",
+    "compression",
     "compression_level",
     "disk_check",
     "retention",
@@ -100,6 +105,7 @@ impl TargetConfig {
             engine: engine.into(),
             kind: default_kind(),
             storages,
+            compression: None,
             compression_level: None,
             disk_check: true,
             retention: BTreeMap::new(),
@@ -122,6 +128,28 @@ impl TargetConfig {
 }
 
 impl TargetConfig {
+    /// The configured compression, or `default` (each kind of artifact has its own).
+    /// The key is checked when the configuration is loaded.
+    pub fn compression_or(&self, default: crate::compress::Compression) -> crate::compress::Compression {
+        self.compression
+            .as_deref()
+            .and_then(|c| crate::compress::Compression::parse(c).ok())
+            .unwrap_or(default)
+    }
+
+    /// Checks `compression` and `compression_level` together.
+    pub fn check_compression(&self) -> std::result::Result<(), (&'static str, String)> {
+        use crate::compress::Compression;
+        let c = match self.compression.as_deref() {
+            Some(c) => Compression::parse(c).map_err(|e| ("compression", e))?,
+            None => Compression::Gzip,
+        };
+        if let Some(l) = self.compression_level {
+            c.check_level(l as i32).map_err(|e| ("compression_level", e))?;
+        }
+        Ok(())
+    }
+
     /// Every storage holding this target's backups: its own, then its copies'
     /// destinations (`copy_after_run`, `copy_to`). Listing, status and prune cover
     /// them all, so a copy follows its storage's retention.
