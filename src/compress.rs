@@ -120,11 +120,11 @@ impl Compression {
     }
 
     /// A writer compressing into `w` at `level` (None: the default level).
-    pub fn encoder<W: Write + Send + 'static>(
+    pub fn encoder<'a, W: Write + Send + 'a>(
         self,
         w: W,
         level: Option<i32>,
-    ) -> Result<Box<dyn Encoder>> {
+    ) -> Result<Box<dyn Encoder + 'a>> {
         let level = level.unwrap_or(self.default_level());
         Ok(match self {
             Compression::Gzip => Box::new(flate2::write::GzEncoder::new(

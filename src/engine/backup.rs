@@ -13,6 +13,7 @@ use crate::error::Fail;
 use crate::manifest::{self, Artifact, Kind, Manifest, RunOutcome, MANIFEST_FILE};
 use crate::storage::{self, ObjectWriter, PutMeta, Storage};
 use crate::ui::{Progress, Ui};
+use crate::compress::Compression;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -155,17 +156,25 @@ impl<'s> Upload<'s> {
         gzip: Option<u32>,
         progress: &mut Progress,
     ) -> Result<()> {
+        match gzip {
+            Some(l) => self.copy_with(source, Compression::Gzip, Some(l as i32), progress),
+            None => self.copy_with(source, Compression::None, None, progress),
+        }
+    }
+
+    /// Copies `source` to every storage, compressed with `c` at `level` (None: its default).
+    pub fn copy_with(
+        &mut self,
+        source: &mut dyn Read,
+        c: Compression,
+        level: Option<i32>,
+        progress: &mut Progress,
+    ) -> Result<()> {
         let mut raw = 0u64;
         let res: Result<()> = (|| {
-            if let Some(level) = gzip {
-                let mut gz =
-                    flate2::write::GzEncoder::new(&mut self.fan, flate2::Compression::new(level));
-                pump(source, &mut gz, progress, &mut raw)
-                    .context("compressing/storing the dump")?;
-                gz.finish().context("finishing compression")?;
-            } else {
-                pump(source, &mut self.fan, progress, &mut raw).context("storing the dump")?;
-            }
+            let mut enc = c.encoder(&mut self.fan, level)?;
+            pump(source, &mut enc, progress, &mut raw).context("compressing/storing the dump")?;
+            enc.finish().context("finishing compression")?;
             Ok(())
         })();
         self.raw_bytes += raw;
