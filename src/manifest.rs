@@ -155,6 +155,15 @@ impl Manifest {
         m
     }
 
+    /// `full`, `diff` or `incr` for backups that can be differential or incremental
+    /// (`database.extra.backup_type`); None for the others, which are all full.
+    pub fn backup_type(&self) -> Option<&str> {
+        self.database
+            .extra
+            .get("backup_type")
+            .and_then(|v| v.as_str())
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size_bytes).sum()
     }

@@ -57,6 +57,20 @@ impl Ui {
         self.tty
     }
 
+    /// A counter that shows nothing (a worker's share of a job whose progress is
+    /// shown elsewhere).
+    pub fn silent(&self) -> Progress {
+        Progress {
+            bar: None,
+            label: String::new(),
+            bytes: 0,
+            started: Instant::now(),
+            last_log: Instant::now(),
+            log: false,
+            ui: self.clone(),
+        }
+    }
+
     /// A byte counter for a long operation.
     pub fn progress(&self, label: &str, total: Option<u64>) -> Progress {
         let bar = if self.bars {

@@ -163,7 +163,9 @@ fn bad_schedules_are_one_line_naming_file_key_and_field() {
         "schedules = [{ cron = \"0 2 * * *\" }, { cron = \"0 8,14,20 * * *\", type = \"incr\" }]",
     );
     assert!(
-        e.contains("targets.pg.schedules") && e.contains("entry 2") && e.contains("incremental"),
+        e.contains("targets.pg.schedules")
+            && e.contains("entry 2")
+            && e.contains("method = \"files\""),
         "{e}"
     );
     let e = refused("copy_schedule = \"0 5 * * *\"");

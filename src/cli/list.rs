@@ -37,6 +37,12 @@ pub struct Row {
     pub engine: String,
     pub kind: String,
     pub format: String,
+    /// `full`, `diff` or `incr` (file-level physical backups).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub backup_type: Option<String>,
+    /// Backups this one needs (its chain), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
     pub storage: String,
     pub tag: Option<String>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -148,6 +154,8 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     engine: m.engine.clone(),
                     kind: m.kind.to_string(),
                     format: m.format.clone(),
+                    backup_type: m.backup_type().map(str::to_string),
+                    depends_on: m.depends_on.clone(),
                     storage: sname.clone(),
                     tag: m.tag.clone(),
                     started_at: Some(m.started_at),
@@ -190,6 +198,8 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                         engine: tcfg.engine.clone(),
                         kind: tcfg.kind.clone(),
                         format: String::new(),
+                        backup_type: None,
+                        depends_on: vec![],
                         storage: sname.clone(),
                         tag: None,
                         started_at: crate::manifest::parse_backup_id(&i.id),
@@ -242,6 +252,13 @@ pub fn execute(cfg: &Config, args: ListArgs, ui: &Ui) -> Result<()> {
                     u.format("%Y-%m-%d %H:%M:%SZ"),
                     r.wal_until_segment.as_deref().unwrap_or("?")
                 );
+            }
+            if let Some(ty) = &r.backup_type {
+                if r.depends_on.is_empty() {
+                    println!("    {ty} backup");
+                } else {
+                    println!("    {ty} backup; chain: {}", r.depends_on.join(" <- "));
+                }
             }
             if let Some(l) = &r.object_lock {
                 println!(

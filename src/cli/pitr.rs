@@ -31,9 +31,14 @@ pub struct PitrArgs {
     /// with --start, reports the last transaction reached: the recovery point achieved.
     #[arg(long)]
     pub target_latest: bool,
-    /// New, empty data directory to restore into.
+    /// New, empty data directory to restore into (with --delta: a stopped cluster's).
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// Restore into the existing data directory of a stopped cluster, rewriting only
+    /// the files whose checksum differs and removing files the backup does not have
+    /// (backups taken with method = "files").
+    #[arg(long)]
+    pub delta: bool,
     /// What the server does at the target: promote (default), pause or shutdown.
     #[arg(long, default_value = "promote", value_parser = ["promote", "pause", "shutdown"])]
     pub target_action: String,
@@ -108,6 +113,7 @@ pub fn execute(cfg: &Config, args: PitrArgs, ui: &Ui) -> Result<()> {
             owner: args.owner,
             timeout,
             server_opts: None,
+            delta: args.delta,
         },
         ui,
     );

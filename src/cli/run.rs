@@ -12,6 +12,10 @@ pub struct RunArgs {
     /// Tag kept in the manifest and as an S3 object tag (e.g. pre-deployment-v1.2.3).
     #[arg(long)]
     pub tag: Option<String>,
+    /// Physical targets with method = "files": `full`, `diff` (changes since the last
+    /// full) or `incr` (since the last backup of any type). Default full.
+    #[arg(long = "type", value_name = "TYPE", value_parser = ["full", "diff", "incr"])]
+    pub backup_type: Option<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -24,7 +28,16 @@ pub fn execute(cfg: &Config, args: RunArgs, ui: &Ui) -> Result<()> {
     let res = registry::open(&t).and_then(|mut engine| {
         if let Some(physical) = engine.physical().filter(|_| t.cfg.kind == "physical") {
             // A physical target's `run` is its physical backup; every other one is logical.
-            return physical.backup(&t, tag, ui);
+            return physical.backup(&t, tag, args.backup_type.as_deref(), ui);
+        }
+        if args.backup_type.as_deref().is_some_and(|k| k != "full") {
+            return Err(crate::error::Fail::Usage(format!(
+                "--type {}: target `{}` takes logical backups, which are always full; \
+                 differential and incremental backups are for kind = \"physical\" with method = \"files\"",
+                args.backup_type.as_deref().unwrap_or_default(),
+                t.name
+            ))
+            .into());
         }
         if let Some(set) = engine.stream_set() {
             return crate::engine::stream_set::run(&t, set, tag, ui);

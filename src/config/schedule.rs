@@ -16,7 +16,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ScheduleEntry {
     pub cron: String,
-    /// The backup type; only `full` exists today (incremental backups are another issue).
+    /// The backup type: `full`, or `diff`/`incr` for `method = "files"` targets.
     #[serde(rename = "type", default = "full")]
     pub kind: String,
 }
@@ -145,8 +145,8 @@ pub fn dom_dow_warning(expr: &str) -> Option<String> {
     ))
 }
 
-/// The backup types `backup run` can take today.
-pub const BACKUP_TYPES: &[&str] = &["full"];
+/// The backup types `backup run --type` takes (diff and incr: `method = "files"`).
+pub const BACKUP_TYPES: &[&str] = &["full", "diff", "incr"];
 
 impl Config {
     /// Cron expressions, time zones and `[daemon]`: one line naming the key, exit 2.
@@ -181,22 +181,19 @@ impl Config {
                     |m: String| self.key_error(&key("schedules"), format!("entry {}: {m}", i + 1));
                 parse_cron(&s.cron).map_err(|m| at(format!("cron {m}")))?;
                 if !BACKUP_TYPES.contains(&s.kind.as_str()) {
-                    return Err(at(
-                        if matches!(
-                            s.kind.as_str(),
-                            "incr" | "incremental" | "diff" | "differential"
-                        ) {
-                            format!(
-                            "type `{}` needs incremental backups, which `backup run` cannot take in this version; use type = \"full\"",
-                            s.kind
-                        )
-                        } else {
-                            format!(
-                                "type `{}` is not a backup type; use type = \"full\"",
-                                s.kind
-                            )
-                        },
-                    ));
+                    return Err(at(format!(
+                        "type `{}` is not a backup type; use \"full\", \"diff\" or \"incr\"",
+                        s.kind
+                    )));
+                }
+                let files = t.kind == "physical"
+                    && t.options.get("method").and_then(|m| m.as_str()) == Some("files");
+                if s.kind != "full" && !files {
+                    return Err(at(format!(
+                        "type `{}` needs file-level physical backups (kind = \"physical\", method = \"files\"); \
+                         other backups are always full: use type = \"full\"",
+                        s.kind
+                    )));
                 }
             }
         }

@@ -263,7 +263,14 @@ pub trait LogicalEngine {
 /// Physical backups with a log archive and point-in-time recovery.
 pub trait PhysicalEngine {
     /// `backup run` of a physical target: take the physical backup and store it.
-    fn backup(&mut self, t: &Target, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome>;
+    /// `kind`: `full` (None), `diff` or `incr` (`backup run --type`).
+    fn backup(
+        &mut self,
+        t: &Target,
+        tag: Option<&str>,
+        kind: Option<&str>,
+        ui: &Ui,
+    ) -> Result<RunOutcome>;
     /// `backup check`: log archiving works end to end. Lines to print.
     fn check_archiving(&mut self, t: &Target, timeout: Duration, ui: &Ui) -> Result<Vec<String>>;
     /// `backup pitr`: restore a physical backup and recover to a point.

@@ -82,6 +82,9 @@ pub struct PitrRequest {
     /// Extra `-c name=value` server options for `--start` (test-restore: a private
     /// socket, no TCP, no archiving).
     pub server_opts: Option<String>,
+    /// Restore into an existing data directory, rewriting only the files that differ
+    /// (file-level backups).
+    pub delta: bool,
 }
 
 #[derive(Debug, Serialize)]

@@ -6,6 +6,7 @@
 //! fails mid-way is dropped from the run (its partial object removed) while the others
 //! carry on, and the run exits non-zero naming it.
 
+use crate::compress::Compression;
 use crate::db::{ArtifactSpec, LogicalEngine, Target};
 use crate::engine::catalog;
 use crate::engine::lock::{hostname, Lock};
@@ -13,7 +14,6 @@ use crate::error::Fail;
 use crate::manifest::{self, Artifact, Kind, Manifest, RunOutcome, MANIFEST_FILE};
 use crate::storage::{self, ObjectWriter, PutMeta, Storage};
 use crate::ui::{Progress, Ui};
-use crate::compress::Compression;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

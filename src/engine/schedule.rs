@@ -72,7 +72,10 @@ impl Job {
     pub fn command(&self) -> Vec<String> {
         let t = self.target.clone();
         match self.kind {
-            JobKind::Backup => vec!["run".into(), t],
+            JobKind::Backup => match self.backup_type.as_deref() {
+                Some(ty) if ty != "full" => vec!["run".into(), t, "--type".into(), ty.into()],
+                _ => vec!["run".into(), t],
+            },
             JobKind::Verify => vec!["verify".into(), t, "latest".into()],
             JobKind::TestRestore => vec!["test-restore".into(), t],
             JobKind::Prune => vec!["prune".into(), t, "--yes".into()],

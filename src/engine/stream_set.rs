@@ -205,7 +205,8 @@ fn store_one(
 }
 
 /// Removes every object of backup `id` (no manifest was written there).
-fn remove_partial(storages: &[Box<dyn Storage>], target: &str, id: &str) {
+/// Removes every object of backup `id` (an incomplete backup) from `storages`.
+pub fn remove_partial(storages: &[Box<dyn Storage>], target: &str, id: &str) {
     let prefix = format!("{target}/{id}/");
     for s in storages {
         if let Ok(objs) = s.list(&prefix) {

@@ -38,6 +38,15 @@ impl<R: Read> Read for CountingRead<R> {
     }
 }
 
+/// A reader that fails with a decoder's start-up error.
+struct FailingRead(Option<String>);
+
+impl Read for FailingRead {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other(self.0.take().unwrap_or_default()))
+    }
+}
+
 /// Checks one artifact stream against the manifest's artifact entry and its database
 /// facts (`expected`: the engine compares what it counts while reading); returns
 /// (checks passed, problems found).
@@ -56,11 +65,13 @@ pub fn check_stream(
     };
     let gz_result: Option<std::result::Result<(String, u64), String>>;
     {
-        if art.compression == "gzip" {
-            let dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
-                1 << 20,
-                &mut hashing,
-            ));
+        if art.compression == "gzip" || art.compression == "zstd" {
+            let c = crate::compress::Compression::from_manifest(&art.compression);
+            let dec = c.decoder(std::io::BufReader::with_capacity(1 << 20, &mut hashing));
+            let dec: Box<dyn Read + Send + '_> = match dec {
+                Ok(d) => d,
+                Err(e) => Box::new(FailingRead(Some(e.to_string()))),
+            };
             let mut counted = CountingRead {
                 inner: dec,
                 bytes: 0,
@@ -78,7 +89,7 @@ pub fn check_stream(
             gz_result = Some(match (r, drained) {
                 (Ok(msg), Ok(())) => Ok((msg, counted.bytes)),
                 (Err(e), _) => Err(format!("{e:#}")),
-                (_, Err(e)) => Err(format!("gzip stream is damaged: {e}")),
+                (_, Err(e)) => Err(format!("{} stream is damaged: {e}", art.compression)),
             });
         } else {
             let r = engine.check_named(&art.name, &mut hashing, expected);
@@ -109,14 +120,17 @@ pub fn check_stream(
     }
     match gz_result {
         Some(Ok((msg, raw))) => {
-            if art.compression == "gzip" {
+            if art.compression == "gzip" || art.compression == "zstd" {
                 if raw != art.raw_size_bytes {
                     problems.push(format!(
                         "{}: decompresses to {raw} bytes, the manifest says {}",
                         art.name, art.raw_size_bytes
                     ));
                 } else {
-                    checks.push(format!("{}: gzip stream whole ({raw} bytes)", art.name));
+                    checks.push(format!(
+                        "{}: {} stream whole ({raw} bytes)",
+                        art.name, art.compression
+                    ));
                 }
             }
             checks.push(format!("{}: {msg}", art.name));

@@ -135,7 +135,7 @@ fn record_inner(cfg: &Config, events: &[Event], ui: &Ui) -> Result<()> {
             s.failure_total += 1;
             // Gauges describing a failed run (e.g. checks failed) are still news.
             for (k, v) in &e.gauges {
-                if !matches!(*k, "size_bytes") {
+                if !k.ends_with("size_bytes") && *k != "changed_bytes" {
                     s.gauges.insert(k.to_string(), *v);
                 }
             }
@@ -292,6 +292,18 @@ pub fn render(state: &State, now: i64) -> String {
 fn gauge_help(op: &str, k: &str) -> String {
     match (op, k) {
         ("backup", "size_bytes") => "Stored size of the last successful backup.".into(),
+        ("backup", "full_size_bytes") => {
+            "Stored size of the last successful full backup (method = files).".into()
+        }
+        ("backup", "diff_size_bytes") => {
+            "Stored size of the last successful differential backup.".into()
+        }
+        ("backup", "incr_size_bytes") => {
+            "Stored size of the last successful incremental backup.".into()
+        }
+        ("backup", "changed_bytes") => {
+            "Bytes the last successful backup copied from the database (before compression).".into()
+        }
         ("prune", "deleted_backups") => "Backups deleted by the last prune.".into(),
         ("prune", "freed_bytes") => "Bytes freed by the last prune.".into(),
         ("test_restore", "checks_failed") => "Checks that failed in the last test-restore.".into(),

@@ -33,6 +33,22 @@ pub fn after_backup(cfg: &Config, target: &str, res: &Result<RunOutcome>, second
         .map(|t| t.storages.clone())
         .unwrap_or_default();
     let mut events = Vec::new();
+    // Differential/incremental backups also give the size per type and the bytes
+    // this run copied (`backup_incr_size_bytes`, `backup_changed_bytes`...).
+    let typed: Vec<(&'static str, f64)> = match res {
+        Ok(out) => {
+            let m = &out.manifest;
+            let size = m.size_bytes() as f64;
+            let raw: u64 = m.artifacts.iter().map(|a| a.raw_size_bytes).sum();
+            match m.backup_type() {
+                Some("full") => vec![("full_size_bytes", size), ("changed_bytes", raw as f64)],
+                Some("diff") => vec![("diff_size_bytes", size), ("changed_bytes", raw as f64)],
+                Some("incr") => vec![("incr_size_bytes", size), ("changed_bytes", raw as f64)],
+                _ => vec![],
+            }
+        }
+        Err(_) => vec![],
+    };
     let ev = |storage: &str, success: bool, size: Option<u64>| Event {
         op: Op::Backup,
         target: target.into(),
@@ -41,7 +57,11 @@ pub fn after_backup(cfg: &Config, target: &str, res: &Result<RunOutcome>, second
         success,
         duration_seconds: seconds,
         gauges: size
-            .map(|s| vec![("size_bytes", s as f64)])
+            .map(|s| {
+                let mut g = vec![("size_bytes", s as f64)];
+                g.extend(typed.iter().cloned());
+                g
+            })
             .unwrap_or_default(),
     };
     let notice = match res {

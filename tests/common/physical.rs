@@ -118,6 +118,11 @@ pub fn pitr(env: &Env, name: &str, goal: &[&str]) -> (Restored, String) {
 
 /// A cluster archiving through `wal-push pg` with the config `config(url)`.
 pub fn archiving_cluster_with(env: &Env, config: impl Fn(&str) -> String) -> Pg {
+    archiving_cluster_initdb(env, &[], config)
+}
+
+/// The same, with extra initdb arguments (e.g. `-k`: data checksums).
+pub fn archiving_cluster_initdb(env: &Env, initdb: &[&str], config: impl Fn(&str) -> String) -> Pg {
     let cfg = env.write_config(&config("postgresql://postgres@127.0.0.1:1/postgres"));
     open_up(env.path());
     let archive = format!(
@@ -125,12 +130,15 @@ pub fn archiving_cluster_with(env: &Env, config: impl Fn(&str) -> String) -> Pg 
         bin().display(),
         cfg.display()
     );
-    let pg = Pg::start_with(&[
-        "wal_level=replica",
-        "archive_mode=on",
-        &archive,
-        "max_wal_senders=5",
-    ]);
+    let pg = Pg::start_initdb(
+        initdb,
+        &[
+            "wal_level=replica",
+            "archive_mode=on",
+            &archive,
+            "max_wal_senders=5",
+        ],
+    );
     env.write_config(&config(&pg.url("postgres")));
     open_up(env.path());
     pg

@@ -323,6 +323,20 @@ impl LogicalEngine for Postgres {
         }))
     }
 
+    /// A file-level backup's bundles are checked file by file against the manifest's
+    /// list; anything else as a whole artifact.
+    fn check_named(
+        &self,
+        name: &str,
+        artifact: &mut dyn Read,
+        expected: &DatabaseFacts,
+    ) -> Result<String> {
+        if name.starts_with("pgdata-") && expected.extra.contains_key("pgdata") {
+            return super::files::check_bundle(name, artifact, expected);
+        }
+        self.check_artifact(artifact, expected)
+    }
+
     /// A dump holds no row counts to compare while reading: `_expected` is not used
     /// (restore compares row counts in the restored database instead).
     fn check_artifact(&self, artifact: &mut dyn Read, _expected: &DatabaseFacts) -> Result<String> {

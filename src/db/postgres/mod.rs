@@ -18,6 +18,7 @@
 mod analyze;
 pub mod archive;
 mod checks;
+pub mod files;
 mod logical;
 pub mod physical;
 pub mod pitr;
@@ -70,6 +71,24 @@ pub struct Options {
     /// `single` or `off`.
     #[serde(default)]
     pub analyze: analyze::Mode,
+    /// Physical backups: `stream` (pg_basebackup, default; works remotely) or `files`
+    /// (the tool reads PGDATA on the database host: full/diff/incr, parallel, zstd).
+    #[serde(default)]
+    pub method: Method,
+    /// `method = "files"`: workers copying (and restoring) files at once (default 2).
+    #[serde(default)]
+    pub jobs: Option<u32>,
+    /// `method = "files"`: the data directory (default: the server's `data_directory`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    #[default]
+    Stream,
+    Files,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -295,8 +314,26 @@ impl Engine for Postgres {
 
 /// Base backups, the WAL archive and PITR: `physical.rs`, `wal.rs`, `pitr.rs`.
 impl PhysicalEngine for Postgres {
-    fn backup(&mut self, t: &Target, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
-        physical::run(&self.opts, t, tag, ui)
+    fn backup(
+        &mut self,
+        t: &Target,
+        tag: Option<&str>,
+        kind: Option<&str>,
+        ui: &Ui,
+    ) -> Result<RunOutcome> {
+        let kind = files::BackupType::parse(kind.unwrap_or("full"))
+            .map_err(|e| crate::error::Fail::Usage(format!("--type: {e}")))?;
+        match self.opts.method {
+            Method::Files => files::backup::run(&self.opts, t, tag, kind, ui),
+            Method::Stream if kind != files::BackupType::Full => Err(crate::error::Fail::Usage(format!(
+                "--type {}: target `{}` takes pg_basebackup streams (method = \"stream\"), which are always full; \
+                 set method = \"files\" for differential and incremental backups",
+                kind.as_str(),
+                t.name
+            ))
+            .into()),
+            Method::Stream => physical::run(&self.opts, t, tag, ui),
+        }
     }
 
     fn check_archiving(

@@ -9,11 +9,13 @@
 use super::archive::{scan, seg_size_of, Archive};
 use super::physical::{self, tool_for};
 use super::pitr_plan::{check_archive, choose, goal_settings, physical_catalog};
-use super::{tar, wal, Options};
+use super::{files, tar, wal, Options};
 use crate::db::{Goal, PitrOutcome, PitrRequest, Target};
 use crate::engine::catalog;
 use crate::engine::verify::Hashing;
 use crate::error::Fail;
+use crate::manifest::Manifest;
+use crate::storage::Storage;
 use crate::ui::Ui;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
@@ -101,11 +103,15 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
     let data_dir = std::path::absolute(&req.data_dir)
         .with_context(|| format!("resolving {}", req.data_dir.display()))?;
     if !dir_is_empty(&data_dir)? {
-        return Err(Fail::Usage(format!(
-            "refusing: data directory {} is not empty; give a new or empty directory (never the running cluster's)",
-            data_dir.display()
-        ))
-        .into());
+        if !req.delta {
+            return Err(Fail::Usage(format!(
+                "refusing: data directory {} is not empty; give a new or empty directory (never the running cluster's), \
+                 or --delta to rewrite a stopped cluster's changed files",
+                data_dir.display()
+            ))
+            .into());
+        }
+        files::check_delta_dir(&data_dir, postmaster_running(&data_dir))?;
     }
     let owner = if is_root() {
         let name = req.owner.clone().unwrap_or_else(|| "postgres".into());
@@ -166,90 +172,17 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let art = m
-        .artifacts
-        .iter()
-        .find(|a| a.name == physical::ARTIFACT)
-        .ok_or_else(|| anyhow!("backup {} has no {}", m.id, physical::ARTIFACT))?;
-    let key = catalog::artifact_key(&req.target, &m.id, &art.name);
-    // A signal while unpacking empties the data directory: a half-restored cluster
-    // must never be started by mistake. (Only on a signal: the guard also runs when it
-    // goes out of scope.)
-    let dir = data_dir.to_path_buf();
-    let unpacking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let still = unpacking.clone();
-    let interrupted_unpack = crate::engine::cleanup::CleanupGuard::new(move || {
-        if crate::engine::cleanup::terminating() {
-            // The unpacker stops at its next entry (tar::extract checks); wait for it,
-            // or a file it creates after the emptying would stay.
-            let t0 = Instant::now();
-            while still.load(std::sync::atomic::Ordering::SeqCst)
-                && t0.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            empty_dir(&dir);
-            eprintln!(
-                "interrupted: the base backup was not fully restored; {} was emptied",
-                dir.display()
-            );
-        }
-    });
-    let unpack = (|| -> Result<u64> {
-        let stream = storage.open(&key)?;
-        let mut hashing = Hashing {
-            inner: stream,
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
-        let files = {
-            let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
-                1 << 20,
-                &mut hashing,
-            ));
-            let files = tar::extract(&mut dec, &data_dir);
-            unpacking.store(false, std::sync::atomic::Ordering::SeqCst);
-            files.and_then(|files| {
-                std::io::copy(&mut dec, &mut std::io::sink())?;
-                Ok(files)
-            })
-        };
-        // On an unpacking error too, read the rest: a checksum mismatch says the
-        // artifact is damaged (exit 3, named), which the tar error alone does not.
-        let rest = std::io::copy(&mut hashing, &mut std::io::sink());
-        let got = hex::encode(hashing.hasher.clone().finalize());
-        let damaged = got != art.sha256 || hashing.bytes != art.size_bytes;
-        let files = match (files, rest) {
-            (Ok(f), Ok(_)) => f,
-            (Err(e), _) if !damaged => return Err(e),
-            (_, Err(e)) if !damaged => return Err(e.into()),
-            _ => 0,
-        };
-        if damaged {
-            return Err(Fail::Verify(format!(
-                "{key} on `{}` is damaged: sha256 {got} ({} bytes), the manifest says {} ({} bytes); nothing was left in the data directory: pick another backup with --backup",
-                storage.name(),
-                hashing.bytes,
-                art.sha256,
-                art.size_bytes
-            ))
-            .into());
-        }
-        Ok(files)
-    })();
-    let files = match unpack {
-        Ok(f) => f,
-        Err(e) => {
-            // Leave nothing half-restored behind.
-            empty_dir(&data_dir);
-            return Err(e.context(format!(
-                "restoring base backup {} into {}",
-                m.id,
-                data_dir.display()
-            )));
-        }
+    let files = if files::is_files(&m) {
+        files::restore_for_pitr(storage.as_ref(), &m, &data_dir, req.delta, opts.jobs, ui)?
+    } else if req.delta {
+        return Err(Fail::Usage(format!(
+            "--delta needs a file-level backup (method = \"files\"); {} is a pg_basebackup stream: restore it into an empty directory",
+            m.id
+        ))
+        .into());
+    } else {
+        unpack_base(storage.as_ref(), &req.target, &m, &data_dir)?
     };
-    drop(interrupted_unpack);
     tar::sync_tree(&data_dir)?;
     done.push(format!(
         "restored base backup {} ({} files, sha256 verified) into {}",
@@ -381,6 +314,96 @@ pub fn pitr(t: &Target, opts: &Options, req: PitrRequest, ui: &Ui) -> Result<Pit
     )?;
     outcome.next = None;
     Ok(outcome)
+}
+
+/// Unpacks a pg_basebackup stream (`base.tar.gz`) into the empty `data_dir`, verifying
+/// its checksum on the way; on any failure or signal the directory is emptied.
+fn unpack_base(storage: &dyn Storage, target: &str, m: &Manifest, data_dir: &Path) -> Result<u64> {
+    let art = m
+        .artifacts
+        .iter()
+        .find(|a| a.name == physical::ARTIFACT)
+        .ok_or_else(|| anyhow!("backup {} has no {}", m.id, physical::ARTIFACT))?;
+    let key = catalog::artifact_key(target, &m.id, &art.name);
+    // A signal while unpacking empties the data directory: a half-restored cluster
+    // must never be started by mistake. (Only on a signal: the guard also runs when it
+    // goes out of scope.)
+    let dir = data_dir.to_path_buf();
+    let unpacking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still = unpacking.clone();
+    let interrupted_unpack = crate::engine::cleanup::CleanupGuard::new(move || {
+        if crate::engine::cleanup::terminating() {
+            // The unpacker stops at its next entry (tar::extract checks); wait for it,
+            // or a file it creates after the emptying would stay.
+            let t0 = Instant::now();
+            while still.load(std::sync::atomic::Ordering::SeqCst)
+                && t0.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            empty_dir(&dir);
+            eprintln!(
+                "interrupted: the base backup was not fully restored; {} was emptied",
+                dir.display()
+            );
+        }
+    });
+    let unpack = (|| -> Result<u64> {
+        let stream = storage.open(&key)?;
+        let mut hashing = Hashing {
+            inner: stream,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let files = {
+            let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                &mut hashing,
+            ));
+            let files = tar::extract(&mut dec, data_dir);
+            unpacking.store(false, std::sync::atomic::Ordering::SeqCst);
+            files.and_then(|files| {
+                std::io::copy(&mut dec, &mut std::io::sink())?;
+                Ok(files)
+            })
+        };
+        // On an unpacking error too, read the rest: a checksum mismatch says the
+        // artifact is damaged (exit 3, named), which the tar error alone does not.
+        let rest = std::io::copy(&mut hashing, &mut std::io::sink());
+        let got = hex::encode(hashing.hasher.clone().finalize());
+        let damaged = got != art.sha256 || hashing.bytes != art.size_bytes;
+        let files = match (files, rest) {
+            (Ok(f), Ok(_)) => f,
+            (Err(e), _) if !damaged => return Err(e),
+            (_, Err(e)) if !damaged => return Err(e.into()),
+            _ => 0,
+        };
+        if damaged {
+            return Err(Fail::Verify(format!(
+                "{key} on `{}` is damaged: sha256 {got} ({} bytes), the manifest says {} ({} bytes); nothing was left in the data directory: pick another backup with --backup",
+                storage.name(),
+                hashing.bytes,
+                art.sha256,
+                art.size_bytes
+            ))
+            .into());
+        }
+        Ok(files)
+    })();
+    let files = match unpack {
+        Ok(f) => f,
+        Err(e) => {
+            // Leave nothing half-restored behind.
+            empty_dir(data_dir);
+            return Err(e.context(format!(
+                "restoring base backup {} into {}",
+                m.id,
+                data_dir.display()
+            )));
+        }
+    };
+    drop(interrupted_unpack);
+    Ok(files)
 }
 
 fn postmaster_running(data_dir: &Path) -> bool {

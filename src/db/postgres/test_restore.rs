@@ -300,6 +300,7 @@ impl Postgres {
                 owner: if root { Some(owner.clone()) } else { None },
                 timeout: rto_hint.max(Duration::from_secs(60)),
                 server_opts: Some(opts),
+                delta: false,
             },
             ui,
         );
