@@ -256,6 +256,10 @@ fn a_chain_restores_backup_by_backup_and_recovers_between_them() {
     );
     drop(r);
 
+    // test-restore proves the last incr too (restored from its whole chain).
+    let out = env.ok(&["test-restore", "pg", &incr2, "--json"]);
+    assert!(out.contains("\"passed\": true"), "{out}");
+
     // A missing link: verify names it, pitr refuses before writing a byte.
     std::fs::rename(
         env.repo().join("pg").join(&diff),
