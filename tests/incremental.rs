@@ -344,3 +344,68 @@ fn start(dir: &Path, port: u16) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// examples/backup.toml's commented [targets.pgphys], uncommented, runs the strategy
+/// document's schedule: a full at 02:00, incrementals at 08:00, 14:00 and 20:00.
+#[test]
+fn the_example_config_schedules_full_and_incremental_backups() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/backup.toml"),
+    )
+    .unwrap();
+    let block: String = text
+        .lines()
+        .skip_while(|l| *l != "# [targets.pgphys]")
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+        .collect();
+    assert!(block.contains("method = \"files\""), "{block}");
+    let block = block.replace("storages = [\"local\", \"s3\"]", "storages = [\"local\"]");
+    let cfg = env.write_config(&format!(
+        "[storages.local]\ntype = \"local\"\npath = \"{}\"\n\n{block}",
+        env.repo().display()
+    ));
+    let out = env.ok(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "schedule",
+        "--json",
+        "--from",
+        "2026-11-30T00:00:00Z",
+        "-n",
+        "4",
+    ]);
+    let jobs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let commands: Vec<String> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["command"].to_string())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            r#"["run","pgphys"]"#,
+            r#"["run","pgphys","--type","incr"]"#
+        ],
+        "{out}"
+    );
+    assert_eq!(jobs[0]["next"][0], "2026-11-30T02:00:00Z", "{out}");
+    let incr: Vec<&str> = jobs[1]["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        incr,
+        [
+            "2026-11-30T08:00:00Z",
+            "2026-11-30T14:00:00Z",
+            "2026-11-30T20:00:00Z",
+            "2026-12-01T08:00:00Z"
+        ],
+        "{out}"
+    );
+}
