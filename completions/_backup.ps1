@@ -52,6 +52,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
         }
         'backup;run' {
             [CompletionResult]::new('--tag', '--tag', [CompletionResultType]::ParameterName, 'Tag kept in the manifest and as an S3 object tag (e.g. pre-deployment-v1.2.3)')
+            [CompletionResult]::new('--type', '--type', [CompletionResultType]::ParameterName, 'Physical targets with method = "files": `full`, `diff` (changes since the last full) or `incr` (since the last backup of any type). Default full')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the result as JSON on stdout')
@@ -200,7 +201,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('--target-name', '--target-name', [CompletionResultType]::ParameterName, 'Recover up to a restore point made with pg_create_restore_point()')
             [CompletionResult]::new('--target-xid', '--target-xid', [CompletionResultType]::ParameterName, 'Recover up to and including this transaction id')
             [CompletionResult]::new('--target-lsn', '--target-lsn', [CompletionResultType]::ParameterName, 'Recover up to this WAL location, e.g. 0/3000060')
-            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'New, empty data directory to restore into')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'New, empty data directory to restore into (with --delta: a stopped cluster''s)')
             [CompletionResult]::new('--target-action', '--target-action', [CompletionResultType]::ParameterName, 'What the server does at the target: promote (default), pause or shutdown')
             [CompletionResult]::new('--timeline', '--timeline', [CompletionResultType]::ParameterName, 'recovery_target_timeline (default: latest)')
             [CompletionResult]::new('--backup', '--backup', [CompletionResultType]::ParameterName, 'Use this base backup (id or unique prefix) instead of the newest that fits')
@@ -211,6 +212,7 @@ Register-ArgumentCompleter -Native -CommandName 'backup' -ScriptBlock {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)')
             [CompletionResult]::new('--target-immediate', '--target-immediate', [CompletionResultType]::ParameterName, 'Recover only to the end of the base backup (the earliest consistent point)')
             [CompletionResult]::new('--target-latest', '--target-latest', [CompletionResultType]::ParameterName, 'Recover everything the archive holds, on the newest timeline (data-center loss); with --start, reports the last transaction reached: the recovery point achieved')
+            [CompletionResult]::new('--delta', '--delta', [CompletionResultType]::ParameterName, 'Restore into the existing data directory of a stopped cluster, rewriting only the files whose checksum differs and removing files the backup does not have (backups taken with method = "files")')
             [CompletionResult]::new('--start', '--start', [CompletionResultType]::ParameterName, 'Start the server, follow recovery and confirm it reached the target')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the outcome as JSON on stdout')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only warnings and errors on stderr')

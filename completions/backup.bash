@@ -579,7 +579,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__pitr)
-            opts="-c -q -h --target-time --target-name --target-xid --target-lsn --target-immediate --target-latest --data-dir --target-action --timeline --backup --start --port --owner --timeout --json --config --quiet --no-progress --help"
+            opts="-c -q -h --target-time --target-name --target-xid --target-lsn --target-immediate --target-latest --data-dir --delta --target-action --timeline --backup --start --port --owner --timeout --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -745,7 +745,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__run)
-            opts="-c -q -h --tag --json --config --quiet --no-progress --help"
+            opts="-c -q -h --tag --type --json --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -753,6 +753,10 @@ _backup() {
             case "${prev}" in
                 --tag)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --type)
+                    COMPREPLY=($(compgen -W "full diff incr" -- "${cur}"))
                     return 0
                     ;;
                 --config)

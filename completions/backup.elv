@@ -48,6 +48,7 @@ set edit:completion:arg-completer[backup] = {|@words|
         }
         &'backup;run'= {
             cand --tag 'Tag kept in the manifest and as an S3 object tag (e.g. pre-deployment-v1.2.3)'
+            cand --type 'Physical targets with method = "files": `full`, `diff` (changes since the last full) or `incr` (since the last backup of any type). Default full'
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --json 'Print the result as JSON on stdout'
@@ -187,7 +188,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --target-name 'Recover up to a restore point made with pg_create_restore_point()'
             cand --target-xid 'Recover up to and including this transaction id'
             cand --target-lsn 'Recover up to this WAL location, e.g. 0/3000060'
-            cand --data-dir 'New, empty data directory to restore into'
+            cand --data-dir 'New, empty data directory to restore into (with --delta: a stopped cluster''s)'
             cand --target-action 'What the server does at the target: promote (default), pause or shutdown'
             cand --timeline 'recovery_target_timeline (default: latest)'
             cand --backup 'Use this base backup (id or unique prefix) instead of the newest that fits'
@@ -198,6 +199,7 @@ set edit:completion:arg-completer[backup] = {|@words|
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --target-immediate 'Recover only to the end of the base backup (the earliest consistent point)'
             cand --target-latest 'Recover everything the archive holds, on the newest timeline (data-center loss); with --start, reports the last transaction reached: the recovery point achieved'
+            cand --delta 'Restore into the existing data directory of a stopped cluster, rewriting only the files whose checksum differs and removing files the backup does not have (backups taken with method = "files")'
             cand --start 'Start the server, follow recovery and confirm it reached the target'
             cand --json 'Print the outcome as JSON on stdout'
             cand -q 'Only warnings and errors on stderr'

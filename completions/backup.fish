@@ -48,6 +48,9 @@ complete -c backup -n "__fish_backup_needs_command" -f -a "completions" -d 'Prin
 complete -c backup -n "__fish_backup_needs_command" -f -a "man" -d 'Write man pages into a folder'
 complete -c backup -n "__fish_backup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c backup -n "__fish_backup_using_subcommand run" -l tag -d 'Tag kept in the manifest and as an S3 object tag (e.g. pre-deployment-v1.2.3)' -r
+complete -c backup -n "__fish_backup_using_subcommand run" -l type -d 'Physical targets with method = "files": `full`, `diff` (changes since the last full) or `incr` (since the last backup of any type). Default full' -r -f -a "full\t''
+diff\t''
+incr\t''"
 complete -c backup -n "__fish_backup_using_subcommand run" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand run" -l json -d 'Print the result as JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand run" -s q -l quiet -d 'Only warnings and errors on stderr'
@@ -137,7 +140,7 @@ complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-time -d 'R
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-name -d 'Recover up to a restore point made with pg_create_restore_point()' -r
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-xid -d 'Recover up to and including this transaction id' -r
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-lsn -d 'Recover up to this WAL location, e.g. 0/3000060' -r
-complete -c backup -n "__fish_backup_using_subcommand pitr" -l data-dir -d 'New, empty data directory to restore into' -r -F
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l data-dir -d 'New, empty data directory to restore into (with --delta: a stopped cluster\'s)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-action -d 'What the server does at the target: promote (default), pause or shutdown' -r -f -a "promote\t''
 pause\t''
 shutdown\t''"
@@ -149,6 +152,7 @@ complete -c backup -n "__fish_backup_using_subcommand pitr" -l timeout -d 'Give 
 complete -c backup -n "__fish_backup_using_subcommand pitr" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-immediate -d 'Recover only to the end of the base backup (the earliest consistent point)'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l target-latest -d 'Recover everything the archive holds, on the newest timeline (data-center loss); with --start, reports the last transaction reached: the recovery point achieved'
+complete -c backup -n "__fish_backup_using_subcommand pitr" -l delta -d 'Restore into the existing data directory of a stopped cluster, rewriting only the files whose checksum differs and removing files the backup does not have (backups taken with method = "files")'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l start -d 'Start the server, follow recovery and confirm it reached the target'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l json -d 'Print the outcome as JSON on stdout'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -s q -l quiet -d 'Only warnings and errors on stderr'
