@@ -153,7 +153,9 @@ fn a_chain_restores_backup_by_backup_and_recovers_between_them() {
     assert_eq!(m["depends_on"], serde_json::json!([full]));
     // pgbench's random updates touch most pages of its tables, but the catalogs and the
     // other tables are not copied again.
-    let files = m["database"]["extra"]["pgdata"]["files"].as_array().unwrap();
+    let files = m["database"]["extra"]["pgdata"]["files"]
+        .as_array()
+        .unwrap();
     let copied = files.iter().filter(|f| f.get("backup").is_none()).count();
     assert!(
         copied * 4 < files.len(),
@@ -243,7 +245,10 @@ fn a_chain_restores_backup_by_backup_and_recovers_between_them() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{err}"));
-    assert!(kept > 500, "--delta rewrote files that were already right: {err}");
+    assert!(
+        kept > 500,
+        "--delta rewrote files that were already right: {err}"
+    );
     let port = common::free_port();
     let r = Restored {
         data: dir.clone(),
@@ -350,10 +355,9 @@ fn start(dir: &Path, port: u16) {
 #[test]
 fn the_example_config_schedules_full_and_incremental_backups() {
     let env = Env::new();
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/backup.toml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/backup.toml"))
+            .unwrap();
     let block: String = text
         .lines()
         .skip_while(|l| *l != "# [targets.pgphys]")
@@ -385,10 +389,7 @@ fn the_example_config_schedules_full_and_incremental_backups() {
         .collect();
     assert_eq!(
         commands,
-        [
-            r#"["run","pgphys"]"#,
-            r#"["run","pgphys","--type","incr"]"#
-        ],
+        [r#"["run","pgphys"]"#, r#"["run","pgphys","--type","incr"]"#],
         "{out}"
     );
     assert_eq!(jobs[0]["next"][0], "2026-11-30T02:00:00Z", "{out}");
@@ -407,5 +408,89 @@ fn the_example_config_schedules_full_and_incremental_backups() {
             "2026-12-01T08:00:00Z"
         ],
         "{out}"
+    );
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Waits until `dir` holds a file whose path passes `pred`.
+fn wait_for_file(dir: &Path, pred: impl Fn(&str) -> bool, what: &str) {
+    let t = std::time::Instant::now();
+    while !common::files_under(dir)
+        .iter()
+        .any(|p| pred(&p.to_string_lossy()))
+    {
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "{what}: nothing appeared in {}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM mid-backup: exit 143, nothing left (not even for `list --all`), the server's
+/// backup mode ended with the session, and the next run succeeds. SIGTERM mid-restore:
+/// exit 143 and the data directory emptied, never a half-restored cluster.
+#[test]
+fn a_signal_mid_backup_or_mid_restore_leaves_nothing_half_made() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.repo().join("pg/wal")).unwrap();
+    let repo = env.repo();
+    let pg = archiving_cluster_initdb(&env, &["-k"], |url| {
+        config(&repo, url).replace("jobs = 2", "jobs = 1")
+    });
+    pgbench(&pg, &["-i", "-s", "10", "-q"]);
+
+    let quiet = |mut c: Command| {
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let mut child = quiet(env.std_cmd())
+        .args(["run", "pg", "--type", "full"])
+        .spawn()
+        .unwrap();
+    wait_for_file(
+        &env.repo().join("pg"),
+        // a bundle being written (not a WAL segment the server archives meanwhile)
+        |p| p.contains("/.tmp-") && !p.contains("/wal/"),
+        "backup run",
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "pg", "--all", "--json"])).unwrap();
+    assert_eq!(v, serde_json::json!([]), "{v}");
+    let (id, _) = run(&env, "full");
+    archive_now(&pg);
+
+    let data = env.path().join("r-signal");
+    let mut child = quiet(env.std_cmd())
+        .args([
+            "pitr",
+            "pg",
+            "--target-immediate",
+            "--backup",
+            &id,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .spawn()
+        .unwrap();
+    wait_for_file(&data, |_| true, "pitr");
+    // SAFETY: as above.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert!(
+        common::files_under(&data).is_empty(),
+        "a half-restored data directory was left: {:?}",
+        common::files_under(&data).len()
     );
 }
