@@ -69,6 +69,14 @@ pub fn execute(cfg: &Config, args: StatusArgs, ui: &Ui) -> Result<()> {
                     },
                     tr
                 );
+                if let Some(ty) = &s.last_type {
+                    println!(
+                        "    newest is {ty}; newest full finished {}",
+                        s.last_full_finished_at
+                            .map(|f| f.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
                 if let Some(e) = &s.error {
                     ui.warn(format!("{} on `{}`: {e}", t.target, s.storage));
                 }

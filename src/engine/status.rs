@@ -17,6 +17,12 @@ pub struct StorageStatus {
     pub last_finished_at: Option<DateTime<Utc>>,
     pub age_seconds: Option<i64>,
     pub size_bytes: Option<u64>,
+    /// The newest backup's type (`full`, `diff`, `incr`; file-level physical backups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_type: Option<String>,
+    /// With typed backups: when the newest full one finished (what a chain restores from).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_full_finished_at: Option<DateTime<Utc>>,
     pub backups: usize,
     pub incomplete: usize,
     /// Older than allowed, missing, or unreadable.
@@ -82,6 +88,14 @@ pub fn status(
                         last_finished_at: last.map(|m| m.finished_at),
                         age_seconds: age,
                         size_bytes: last.map(|m| m.size_bytes()),
+                        last_type: last.and_then(|m| m.backup_type()).map(str::to_string),
+                        last_full_finished_at: last.and_then(|m| m.backup_type()).and_then(|_| {
+                            cat.backups
+                                .iter()
+                                .rev()
+                                .find(|m| m.backup_type() == Some("full"))
+                                .map(|m| m.finished_at)
+                        }),
                         backups: cat.backups.len(),
                         incomplete: cat.incomplete.len(),
                         stale: !matches!(age, Some(a) if a <= max_age.as_secs() as i64),
@@ -94,6 +108,8 @@ pub fn status(
                     last_finished_at: None,
                     age_seconds: None,
                     size_bytes: None,
+                    last_type: None,
+                    last_full_finished_at: None,
                     backups: 0,
                     incomplete: 0,
                     stale: true,
