@@ -131,9 +131,9 @@ impl Compression {
                 w,
                 flate2::Compression::new(level.clamp(1, 9) as u32),
             )),
-            Compression::Zstd => Box::new(
-                zstd::stream::write::Encoder::new(w, level).context("starting zstd")?,
-            ),
+            Compression::Zstd => {
+                Box::new(zstd::stream::write::Encoder::new(w, level).context("starting zstd")?)
+            }
             Compression::None => Box::new(Plain(w)),
         })
     }
@@ -162,7 +162,9 @@ mod tests {
 
     #[test]
     fn round_trips_each_compression() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
             let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -180,7 +182,10 @@ mod tests {
             e.finish().unwrap();
             let stored = buf.lock().unwrap().clone();
             let mut out = Vec::new();
-            c.decoder(&stored[..]).unwrap().read_to_end(&mut out).unwrap();
+            c.decoder(&stored[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, data, "{c}");
         }
     }

@@ -130,7 +130,10 @@ impl TargetConfig {
 impl TargetConfig {
     /// The configured compression, or `default` (each kind of artifact has its own).
     /// The key is checked when the configuration is loaded.
-    pub fn compression_or(&self, default: crate::compress::Compression) -> crate::compress::Compression {
+    pub fn compression_or(
+        &self,
+        default: crate::compress::Compression,
+    ) -> crate::compress::Compression {
         self.compression
             .as_deref()
             .and_then(|c| crate::compress::Compression::parse(c).ok())
@@ -145,7 +148,18 @@ impl TargetConfig {
             None => Compression::Gzip,
         };
         if let Some(l) = self.compression_level {
-            c.check_level(l as i32).map_err(|e| ("compression_level", e))?;
+            c.check_level(l as i32)
+                .map_err(|e| ("compression_level", e))?;
+        }
+        // ClickHouse backups are many gzip streams read back by name (`*.native.gz`).
+        if self.engine == "clickhouse" && c != Compression::Gzip {
+            return Err((
+                "compression",
+                format!(
+                    "clickhouse targets store gzip only; remove the key (or set \"gzip\") instead of \"{}\"",
+                    c.name()
+                ),
+            ));
         }
         Ok(())
     }
