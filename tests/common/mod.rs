@@ -72,6 +72,11 @@ impl Pg {
 
     /// `settings` are extra `name=value` server settings (e.g. wal_level=replica).
     pub fn start_with(settings: &[&str]) -> Pg {
+        Self::start_initdb(&[], settings)
+    }
+
+    /// With extra initdb arguments too (e.g. `--wal-segsize=1`).
+    pub fn start_initdb(initdb: &[&str], settings: &[&str]) -> Pg {
         let dir = tempfile::Builder::new()
             .prefix("backup-test-pg-")
             .tempdir()
@@ -94,8 +99,9 @@ impl Pg {
                 "-E",
                 "UTF8",
                 "--locale=C.UTF-8",
-                "-D",
             ])
+            .args(initdb)
+            .arg("-D")
             .arg(&data)
             .output()
             .expect("initdb");
