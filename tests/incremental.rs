@@ -195,10 +195,12 @@ fn a_chain_restores_backup_by_backup_and_recovers_between_them() {
         .filter_map(|r| r["type"].as_str())
         .collect();
     assert_eq!(types, ["full", "full", "incr", "diff", "incr"], "{l}");
-    let st: serde_json::Value =
-        serde_json::from_str(&env.ok(&["status", "pg", "--json"])).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&env.ok(&["status", "pg", "--json"])).unwrap();
     assert_eq!(st[0]["storages"][0]["last_type"], "incr", "{st}");
-    assert!(st[0]["storages"][0]["last_full_finished_at"].is_string(), "{st}");
+    assert!(
+        st[0]["storages"][0]["last_full_finished_at"].is_string(),
+        "{st}"
+    );
     let v = env.ok(&["verify", "pg", "--all", "--json"]);
     assert!(v.contains("size and SHA-256 match"), "{v}");
 

@@ -333,3 +333,60 @@ fn redis_restore_flags_on_a_postgresql_target_are_a_usage_error() {
     }
     assert_eq!(pg.fingerprint("app"), before);
 }
+
+#[test]
+fn zstd_plain_dump_restores_with_zstd_cli_and_with_restore() {
+    let pg = Pg::start();
+    pg.createdb("app");
+    pg.load_sample("app");
+    let env = Env::new();
+    env.write_config(&local_config_with(
+        &env.repo(),
+        &pg.url("app"),
+        "plain",
+        "compression = \"zstd\"\ncompression_level = 5",
+    ));
+    let id = env.ok(&["run", "pg"]).trim().to_string();
+    let original = pg.fingerprint("app");
+    let art = only_artifact(&env.repo(), &id);
+    assert_eq!(art.file_name().unwrap(), "dump.sql.zst");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.repo().join("pg").join(&id).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["artifacts"][0]["compression"], "zstd");
+    let out = env.ok(&["verify", "pg", &id, "--json"]);
+    assert!(out.contains("dump.sql.zst: zstd stream whole"), "{out}");
+
+    // The runbook way, without this tool: zstd -dc dump.sql.zst | psql.
+    pg.createdb("by_cli");
+    let sh = format!(
+        "zstd -dc '{}' | '{}' -X -q -v ON_ERROR_STOP=1 -d '{}' >/dev/null",
+        art.display(),
+        pg_bin().join("psql").display(),
+        pg.url("by_cli")
+    );
+    let st = std::process::Command::new("sh")
+        .args(["-c", &sh])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(pg.fingerprint("by_cli"), original);
+
+    env.ok(&["restore", "pg", &id, "--to-database", "by_tool", "--yes"]);
+    assert_eq!(pg.fingerprint("by_tool"), original);
+
+    // The key is checked when the configuration is loaded.
+    env.write_config(&local_config_with(
+        &env.repo(),
+        &pg.url("app"),
+        "plain",
+        "compression = \"zstd\"\ncompression_level = 22",
+    ));
+    let (code, _, err) = env.run(&["list"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("compression_level") && err.contains("1..=19"),
+        "{err}"
+    );
+}

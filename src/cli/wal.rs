@@ -5,7 +5,7 @@
 //!
 //! | command | code | meaning |
 //! |---|---|---|
-//! | wal-push | 0 | durable on every storage of the target (or an identical copy already was) |
+//! | wal-push | 0 | durable on every storage of the target (or an identical copy already was); or, past `archive_queue_max`, dropped from the archive (logged loudly) |
 //! | wal-push | 1 | anything else, including a different file under the same name (PostgreSQL retries) |
 //! | wal-fetch | 0 | fetched, SHA-256 verified, renamed into place |
 //! | wal-fetch | 1 | no storage has the file (PostgreSQL: end of archive) |
@@ -31,6 +31,9 @@ pub struct WalPushArgs {
     pub target: String,
     /// The file PostgreSQL hands over (%p).
     pub path: PathBuf,
+    /// Run as the background worker of `async = true` (started by wal-push itself).
+    #[arg(long, hide = true)]
+    pub background: bool,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +67,15 @@ fn with_physical<T>(
 
 pub fn push_main(config: Option<&Path>, args: WalPushArgs, ui: &Ui) -> ExitCode {
     let started = std::time::Instant::now();
+    if args.background {
+        return match with_physical(config, &args.target, |p, t| p.archive_worker(t, &args.path)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                ui.error(format!("wal-push {} background worker: {e:#}", args.target));
+                ExitCode::from(1)
+            }
+        };
+    }
     let res = with_physical(config, &args.target, |p, t| p.archive_push(t, &args.path));
     let name = args
         .path
@@ -76,6 +88,24 @@ pub fn push_main(config: Option<&Path>, args: WalPushArgs, ui: &Ui) -> ExitCode 
                 "wal-push {} {name}: stored in {} ms",
                 args.target,
                 started.elapsed().as_millis()
+            ));
+            ExitCode::SUCCESS
+        }
+        Ok(PushOutcome::StoredInBackground) => {
+            ui.info(format!(
+                "wal-push {} {name}: stored earlier by the background worker",
+                args.target
+            ));
+            ExitCode::SUCCESS
+        }
+        Ok(PushOutcome::Dropped { queued, max }) => {
+            // Success on purpose: PostgreSQL may now recycle the segment. Loud, because
+            // point-in-time recovery across this segment is no longer possible.
+            ui.error(format!(
+                "WAL DROPPED: wal-push {} {name} was NOT archived: pg_wal holds {} of unarchived WAL,                  more than archive_queue_max ({}); the archive has a gap here, so point-in-time recovery                  cannot cross it: fix the storage, then take a new base backup",
+                args.target,
+                crate::duration::bytes(queued),
+                crate::duration::bytes(max)
             ));
             ExitCode::SUCCESS
         }

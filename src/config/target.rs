@@ -151,6 +151,16 @@ impl TargetConfig {
             c.check_level(l as i32)
                 .map_err(|e| ("compression_level", e))?;
         }
+        // ClickHouse backups are many gzip streams read back by name (`*.native.gz`).
+        if self.engine == "clickhouse" && c != Compression::Gzip {
+            return Err((
+                "compression",
+                format!(
+                    "clickhouse targets store gzip only; remove the key (or set \"gzip\") instead of \"{}\"",
+                    c.name()
+                ),
+            ));
+        }
         Ok(())
     }
 

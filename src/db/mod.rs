@@ -118,12 +118,31 @@ pub struct EngineInfo {
 /// How the engine's output is stored.
 #[derive(Debug, Clone)]
 pub struct ArtifactSpec {
-    /// File name in the backup folder.
+    /// File name in the backup folder. A compressed artifact's name ends in `.gz`;
+    /// [`ArtifactSpec::stored`] swaps that for the target's `compression`.
     pub name: String,
-    /// Compress with gzip on the way to storage.
+    /// Compressed on the way to storage (gzip unless the target's `compression` says
+    /// otherwise, where the engine allows it).
     pub gzip: bool,
     pub content: String,
     pub format: String,
+}
+
+impl ArtifactSpec {
+    /// The name and compression this artifact is stored with under `c` (the target's
+    /// `compression`): `dump.sql.gz` becomes `dump.sql.zst` with zstd, `dump.sql` with
+    /// none; an artifact the engine does not compress stays as it is.
+    pub fn stored(
+        &self,
+        c: crate::compress::Compression,
+    ) -> (String, crate::compress::Compression) {
+        use crate::compress::Compression;
+        if !self.gzip {
+            return (self.name.clone(), Compression::None);
+        }
+        let base = self.name.strip_suffix(".gz").unwrap_or(&self.name);
+        (format!("{base}{}", c.ext()), c)
+    }
 }
 
 /// A running dump. Read it to the end, then `finish` to learn whether it succeeded.
@@ -237,8 +256,13 @@ pub trait LogicalEngine {
     fn restore_precheck(&mut self, opts: &RestoreOptions, manifest_format: &str) -> Result<String>;
     /// One line for the restore plan: how the artifact goes into `database`.
     fn restore_plan(&self, opts: &RestoreOptions, manifest_format: &str, database: &str) -> String;
-    /// Restores from a verified local file.
-    fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()>;
+    /// Restores from a verified local file, stored with `compression`.
+    fn restore(
+        &mut self,
+        file: &Path,
+        compression: crate::compress::Compression,
+        opts: &RestoreOptions,
+    ) -> Result<()>;
     /// Row counts of the restored tables, for comparison with the manifest.
     fn count_rows(&mut self, opts: &RestoreOptions) -> Result<Vec<TableFact>>;
     /// Whether the post-restore comparison covers this manifest entry (a partial
@@ -277,6 +301,12 @@ pub trait PhysicalEngine {
     fn recover(&mut self, t: &Target, req: PitrRequest, ui: &Ui) -> Result<PitrOutcome>;
     /// archive_command: store one log file on every storage.
     fn archive_push(&mut self, t: &Target, path: &Path) -> Result<PushOutcome>;
+    /// `wal-push --background`: push the other files waiting next to `path` (async
+    /// archiving). Default: the engine has none.
+    fn archive_worker(&mut self, t: &Target, path: &Path) -> Result<()> {
+        let _ = path;
+        anyhow::bail!("target `{}` has no background WAL archiving", t.name)
+    }
     /// restore_command: fetch one log file (Err: storage or checksum problem).
     fn archive_fetch(&mut self, t: &Target, name: &str, dest: &Path) -> Result<FetchOutcome>;
 }

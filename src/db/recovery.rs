@@ -110,6 +110,11 @@ pub enum PushOutcome {
     Stored,
     /// Every storage already held an identical copy (a re-push after a crash).
     AlreadyArchived,
+    /// Stored earlier by the background worker (`async = true`).
+    StoredInBackground,
+    /// NOT archived: pg_wal held more unarchived WAL than `archive_queue_max` bytes, so
+    /// the file was let go to protect the disk. The archive has a gap from here.
+    Dropped { queued: u64, max: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! `backup run`: one streaming pass from the engine's dump to every storage.
 //!
-//! engine stdout -> gzip (plain) -> SHA-256 -> each storage's writer, in bounded
+//! engine stdout -> compression (gzip, zstd or none) -> SHA-256 -> each storage's writer, in bounded
 //! memory. The manifest is written only after the tool exited cleanly and every
 //! storage confirmed its copy; a failed dump leaves nothing behind. A storage that
 //! fails mid-way is dropped from the run (its partial object removed) while the others
@@ -523,14 +523,17 @@ pub fn run(
         describe_storages(&storages)
     ));
 
-    let key = catalog::artifact_key(target, &id, &spec.name);
+    // The engine's compressed output goes out with the target's `compression` (gzip by
+    // default: the runbooks read dumps with gunzip).
+    let (art_name, compression) = spec.stored(tcfg.compression_or(Compression::Gzip));
+    let key = catalog::artifact_key(target, &id, &art_name);
     // The cleanup first: a signal right after the first byte is stored must find it.
     let interrupted = InterruptCleanup::new(t, &storages, &id);
     let mut upload = Upload::start(&storages, &key, &meta, left_out)?;
     let mut dump = engine.start_dump()?;
     let mut progress = ui.progress(&format!("{target} {id}"), None);
-    let level = tcfg.compression_level.unwrap_or(6);
-    let copy_result = upload.copy(&mut dump, spec.gzip.then_some(level), &mut progress);
+    let level = tcfg.compression_level.map(|l| l as i32);
+    let copy_result = upload.copy_with(&mut dump, compression, level, &mut progress);
     progress.finish();
 
     if let Err(e) = copy_result {
@@ -570,14 +573,10 @@ pub fn run(
         duration_seconds: (finished - started).num_milliseconds() as f64 / 1000.0,
         versions,
         artifacts: vec![Artifact {
-            name: spec.name.clone(),
+            name: art_name,
             size_bytes: stored_bytes,
             sha256,
-            compression: if spec.gzip {
-                "gzip".into()
-            } else {
-                "none".into()
-            },
+            compression: compression.name().into(),
             raw_size_bytes: raw_bytes,
             content: spec.content.clone(),
         }],

@@ -6,6 +6,7 @@
 //! with ON_ERROR_STOP, so a failed restore leaves the database as it was. Afterwards
 //! the restored tables' row counts are compared with the manifest's.
 
+use crate::compress::Compression;
 use crate::db::{LogicalEngine, RestoreOptions, Target};
 use crate::engine::{catalog, verify};
 use crate::error::Fail;
@@ -179,7 +180,11 @@ pub fn restore(
     let path = fetch_verified(t, storage.as_ref(), &m, &art, tmp.path(), &*engine, ui)?;
 
     ui.info(format!("restoring {} into `{database}`", m.id));
-    engine.restore(&path, art.compression == "gzip", &req.opts)?;
+    engine.restore(
+        &path,
+        Compression::from_manifest(&art.compression),
+        &req.opts,
+    )?;
     out.analyze = rebuild_statistics(engine, &req.opts, &m, ui);
 
     if req.check_counts {

@@ -5,6 +5,7 @@
 //! engine's own tools can read it (pg_dump's completion line for SQL, `pg_restore
 //! --list` for custom archives). One pass over the bytes does all of it.
 
+use crate::compress::Compression;
 use crate::db::LogicalEngine;
 use crate::manifest::{Artifact, DatabaseFacts, Manifest, VerifyReport};
 use crate::storage::Storage;
@@ -38,15 +39,6 @@ impl<R: Read> Read for CountingRead<R> {
     }
 }
 
-/// A reader that fails with a decoder's start-up error.
-struct FailingRead(Option<String>);
-
-impl Read for FailingRead {
-    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-        Err(std::io::Error::other(self.0.take().unwrap_or_default()))
-    }
-}
-
 /// Checks one artifact stream against the manifest's artifact entry and its database
 /// facts (`expected`: the engine compares what it counts while reading); returns
 /// (checks passed, problems found).
@@ -65,19 +57,18 @@ pub fn check_stream(
     };
     let gz_result: Option<std::result::Result<(String, u64), String>>;
     {
-        if art.compression == "gzip" || art.compression == "zstd" {
-            let c = crate::compress::Compression::from_manifest(&art.compression);
-            let dec = c.decoder(std::io::BufReader::with_capacity(1 << 20, &mut hashing));
-            let dec: Box<dyn Read + Send + '_> = match dec {
+        let c = Compression::from_manifest(&art.compression);
+        if c != Compression::None {
+            let dec = match c.decoder(std::io::BufReader::with_capacity(1 << 20, &mut hashing)) {
                 Ok(d) => d,
-                Err(e) => Box::new(FailingRead(Some(e.to_string()))),
+                Err(e) => Box::new(FailingRead(format!("{e:#}"))),
             };
             let mut counted = CountingRead {
                 inner: dec,
                 bytes: 0,
             };
             let r = engine.check_named(&art.name, &mut counted, expected);
-            // Drain whatever the check did not read, to finish the gzip stream.
+            // Drain whatever the check did not read, to finish the compressed stream.
             let mut sink = [0u8; 65536];
             let drained: std::io::Result<()> = loop {
                 match counted.read(&mut sink) {
@@ -89,7 +80,7 @@ pub fn check_stream(
             gz_result = Some(match (r, drained) {
                 (Ok(msg), Ok(())) => Ok((msg, counted.bytes)),
                 (Err(e), _) => Err(format!("{e:#}")),
-                (_, Err(e)) => Err(format!("{} stream is damaged: {e}", art.compression)),
+                (_, Err(e)) => Err(format!("{} stream is damaged: {e}", c.name())),
             });
         } else {
             let r = engine.check_named(&art.name, &mut hashing, expected);
@@ -120,7 +111,7 @@ pub fn check_stream(
     }
     match gz_result {
         Some(Ok((msg, raw))) => {
-            if art.compression == "gzip" || art.compression == "zstd" {
+            if Compression::from_manifest(&art.compression) != Compression::None {
                 if raw != art.raw_size_bytes {
                     problems.push(format!(
                         "{}: decompresses to {raw} bytes, the manifest says {}",
@@ -251,5 +242,14 @@ pub fn verify_backup(
         ok: problems.is_empty(),
         checks,
         problems,
+    }
+}
+
+/// A reader that only fails (a decompressor that could not start).
+struct FailingRead(String);
+
+impl Read for FailingRead {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other(self.0.clone()))
     }
 }

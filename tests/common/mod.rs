@@ -75,7 +75,7 @@ impl Pg {
         Self::start_initdb(&[], settings)
     }
 
-    /// With extra initdb arguments too (e.g. `-k` for data checksums).
+    /// With extra initdb arguments too (e.g. `--wal-segsize=1`).
     pub fn start_initdb(initdb: &[&str], settings: &[&str]) -> Pg {
         let dir = tempfile::Builder::new()
             .prefix("backup-test-pg-")

@@ -315,7 +315,12 @@ impl LogicalEngine for Logical {
         )
     }
 
-    fn restore(&mut self, _file: &Path, _gzip: bool, _opts: &RestoreOptions) -> Result<()> {
+    fn restore(
+        &mut self,
+        _file: &Path,
+        _compression: crate::compress::Compression,
+        _opts: &RestoreOptions,
+    ) -> Result<()> {
         bail!("a ClickHouse backup is restored table by table from its set of streams")
     }
 

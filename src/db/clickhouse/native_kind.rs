@@ -152,7 +152,12 @@ impl LogicalEngine for NativeKind {
         )
     }
 
-    fn restore(&mut self, _file: &Path, _gzip: bool, _opts: &RestoreOptions) -> Result<()> {
+    fn restore(
+        &mut self,
+        _file: &Path,
+        _compression: crate::compress::Compression,
+        _opts: &RestoreOptions,
+    ) -> Result<()> {
         bail!("a ClickHouse native backup is restored by the server")
     }
 

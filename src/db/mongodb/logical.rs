@@ -312,14 +312,15 @@ impl LogicalEngine for Mongo {
         parts.join("; ")
     }
 
-    fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()> {
+    fn restore(
+        &mut self,
+        file: &Path,
+        compression: crate::compress::Compression,
+        opts: &RestoreOptions,
+    ) -> Result<()> {
         let tool = self.tools.get("mongorestore")?;
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let input: Box<dyn Read> = if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(f))
-        } else {
-            Box::new(f)
-        };
+        let input: Box<dyn Read> = compression.decoder(f)?;
         let oplog_dump = self.restore_format == FORMAT_OPLOG;
         let config = self.conn.password().map(config_file).transpose()?;
         let mut cmd = Command::new(&tool.path);

@@ -2,7 +2,7 @@
 //! and its part in `list` (how far each base backup recovers), `verify` and `prune`
 //! (segments older than every kept base backup), as the engine's [`LogArchive`].
 
-use super::wal::{parse_segment, segment_name, wal_prefix, DEFAULT_SEGMENT_SIZE};
+use super::wal::{archived_name, parse_segment, segment_name, wal_prefix, DEFAULT_SEGMENT_SIZE};
 use crate::db::{LogArchive, LogPrune, Window};
 use crate::manifest::Manifest;
 use crate::storage::Storage;
@@ -65,7 +65,8 @@ pub fn scan(s: &dyn Storage, target: &str, seg_size: u64) -> Result<Archive> {
         let Some(file) = o.key.rsplit('/').next() else {
             continue;
         };
-        let Some(name) = file.strip_suffix(".gz") else {
+        // .gz, .zst or bare: an archive may mix them after a change of `compression`.
+        let Some((name, _)) = archived_name(file) else {
             continue;
         };
         if let Some((tli, segno)) = parse_segment(name, seg_size) {
@@ -234,7 +235,9 @@ impl LogArchive for WalArchive {
         let mut remove = Vec::new();
         let mut bytes = 0;
         for k in keys {
-            let name = k.rsplit('/').next().unwrap_or("").trim_end_matches(".gz");
+            let Some((name, _)) = archived_name(k.rsplit('/').next().unwrap_or("")) else {
+                continue;
+            };
             if name.ends_with(".history") || name.len() < 24 {
                 continue;
             }

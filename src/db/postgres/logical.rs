@@ -508,8 +508,13 @@ impl LogicalEngine for Postgres {
         Ok(label)
     }
 
-    fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()> {
-        self.restore_file(file, gzip, opts)
+    fn restore(
+        &mut self,
+        file: &Path,
+        compression: crate::compress::Compression,
+        opts: &RestoreOptions,
+    ) -> Result<()> {
+        self.restore_file(file, compression, opts)
     }
 
     fn rebuild_statistics(

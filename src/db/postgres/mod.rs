@@ -30,6 +30,8 @@ mod test_restore;
 mod toc;
 pub mod tools;
 pub mod wal;
+pub mod wal_async;
+pub mod wal_codec;
 
 use super::{
     Engine, FetchOutcome, LogicalEngine, PhysicalEngine, PitrOutcome, PitrRequest, PushOutcome,
@@ -71,6 +73,17 @@ pub struct Options {
     /// `single` or `off`.
     #[serde(default)]
     pub analyze: analyze::Mode,
+    /// Physical targets: `wal-push` hands the other `.ready` segments to a background
+    /// worker and answers later calls from its results (see `wal_async`).
+    #[serde(default, rename = "async")]
+    pub archive_async: bool,
+    /// Parallel pushes of the background worker (default 4).
+    #[serde(default)]
+    pub archive_jobs: Option<u32>,
+    /// Unarchived WAL allowed to pile up in pg_wal (e.g. "4GiB"); past it `wal-push`
+    /// drops segments from the archive (loudly) rather than fill the disk.
+    #[serde(default)]
+    pub archive_queue_max: Option<String>,
     /// Physical backups: `stream` (pg_basebackup, default; works remotely) or `files`
     /// (the tool reads PGDATA on the database host: full/diff/incr, parallel, zstd).
     #[serde(default)]
@@ -120,6 +133,22 @@ impl Options {
         }
         if let Some(u) = &self.url {
             ConnInfo::parse_url(u).map_err(|e| ("url".to_string(), format!("{e:#}")))?;
+        }
+        if let Some(q) = &self.archive_queue_max {
+            crate::duration::parse_bytes(q).map_err(|e| ("archive_queue_max".to_string(), e))?;
+        }
+        if self.archive_jobs == Some(0) {
+            return Err(("archive_jobs".into(), "must be at least 1".into()));
+        }
+        if t.kind != "physical"
+            && (self.archive_async
+                || self.archive_jobs.is_some()
+                || self.archive_queue_max.is_some())
+        {
+            return Err((
+                "async".into(),
+                "async, archive_jobs and archive_queue_max are for WAL archiving: set kind = \"physical\" or remove them".into(),
+            ));
         }
         if t.test_restore
             .as_ref()
@@ -350,7 +379,11 @@ impl PhysicalEngine for Postgres {
     }
 
     fn archive_push(&mut self, t: &Target, path: &std::path::Path) -> Result<PushOutcome> {
-        wal::push(t, path)
+        wal_async::push(t, &wal_async::Settings::of(&self.opts), path)
+    }
+
+    fn archive_worker(&mut self, t: &Target, path: &std::path::Path) -> Result<()> {
+        wal_async::worker(t, &wal_async::Settings::of(&self.opts), path)
     }
 
     fn archive_fetch(

@@ -19,7 +19,7 @@ impl Postgres {
     pub(super) fn restore_file(
         &mut self,
         file: &Path,
-        gzip: bool,
+        compression: crate::compress::Compression,
         opts: &RestoreOptions,
     ) -> Result<()> {
         let psql = self.psql()?;
@@ -40,10 +40,15 @@ impl Postgres {
             s.close()?;
         }
         let ci = self.conn.conninfo(db.as_deref());
-        if self.pg_restore.is_none() && !gzip && file.extension().is_some_and(|e| e == "pgdump") {
+        // Only an uncompressed artifact can be a custom archive (pg_restore reads it).
+        let compressed = compression != crate::compress::Compression::None;
+        if self.pg_restore.is_none()
+            && !compressed
+            && file.extension().is_some_and(|e| e == "pgdump")
+        {
             self.pg_restore = Some(self.tool("pg_restore")?);
         }
-        match (&self.pg_restore, gzip) {
+        match (&self.pg_restore, compressed) {
             (Some(pg_restore), false) => {
                 let mut cmd = Command::new(&pg_restore.path);
                 cmd.args(["--no-password", "--exit-on-error"]);
@@ -178,13 +183,8 @@ impl Postgres {
                 let t = spawn_stderr_collector(child.stderr.take().unwrap(), stderr.clone());
                 let mut stdin = child.stdin.take().unwrap();
                 let f = std::fs::File::open(file)?;
-                let mut src: Box<dyn Read> = if gzip {
-                    Box::new(flate2::read::MultiGzDecoder::new(
-                        std::io::BufReader::with_capacity(1 << 20, f),
-                    ))
-                } else {
-                    Box::new(f)
-                };
+                let mut src: Box<dyn Read> =
+                    compression.decoder(std::io::BufReader::with_capacity(1 << 20, f))?;
                 let copy = std::io::copy(&mut src, &mut stdin);
                 // Never let psql see an end of input it would commit: if reading the
                 // dump failed, stop psql first (the server rolls back). A broken pipe

@@ -435,13 +435,8 @@ fn needed_roles(
         let _ = child.wait();
         r?;
     } else {
-        let mut src: Box<dyn Read> = if art.compression == "gzip" {
-            Box::new(flate2::read::MultiGzDecoder::new(
-                std::io::BufReader::with_capacity(1 << 20, raw),
-            ))
-        } else {
-            raw
-        };
+        let mut src: Box<dyn Read> = crate::compress::Compression::from_manifest(&art.compression)
+            .decoder(std::io::BufReader::with_capacity(1 << 20, raw))?;
         let mut r = std::io::BufReader::with_capacity(1 << 20, &mut src);
         scan(&mut r, &mut roles)?;
     }

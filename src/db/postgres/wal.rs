@@ -3,21 +3,29 @@
 //!
 //! Layout (per target, on every storage of the target):
 //! ```text
-//! <target>/wal/<timeline, 8 hex>/<file name>.gz
+//! <target>/wal/<timeline, 8 hex>/<file name>.gz     (compression = "gzip", the default)
+//! <target>/wal/<timeline, 8 hex>/<file name>.zst    (compression = "zstd")
+//! <target>/wal/<timeline, 8 hex>/<file name>        (compression = "none")
 //! ```
-//! e.g. `pg/wal/00000001/000000010000000000000003.gz`, `pg/wal/00000002/00000002.history.gz`.
-//! Each object is gzip (level 1) of the file PostgreSQL handed over; the SHA-256 of
-//! the raw file is in the gzip header comment (`sha256=<hex>`) and in the object's
-//! metadata (`sha256`), so a fetch verifies it without a second request and a re-push
-//! compares without downloading. The hot path never lists and never locks: one
-//! conditional put per storage (create-if-absent), one GET on fetch.
+//! e.g. `pg/wal/00000001/000000010000000000000003.gz`, `pg/wal/00000002/00000002.history.zst`.
+//! Each object is the file PostgreSQL handed over, compressed with the target's
+//! `compression` (gzip level 1, zstd level 3 unless `compression_level` says otherwise).
+//! The SHA-256 of the raw file is in the object's metadata (`sha256`) and inside the
+//! object itself: the gzip header comment (`sha256=<hex>`), or a zstd skippable frame
+//! holding the same text ahead of the data (which `zstd -d` skips), so a fetch verifies
+//! it without a second request and a re-push compares without downloading. An archive
+//! may mix the three after a change of `compression`: every reader accepts each, and a
+//! push finds a file already archived under another extension. The hot path never
+//! lists and never locks: one conditional put per storage (create-if-absent), one GET
+//! on fetch (a file stored with another compression costs one more per extension).
 
+use super::wal_codec::{pack, unpack};
+use crate::compress::Compression;
 use crate::db::recovery::WalConflict;
 use crate::db::{FetchOutcome, PushOutcome, Target};
 use crate::storage::{self, AlreadyExists, PutMeta, Storage};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
 use std::path::Path;
 
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
@@ -89,8 +97,57 @@ pub fn wal_prefix(target: &str) -> String {
     format!("{target}/wal/")
 }
 
+/// The key of `name` archived with gzip (the default compression). Readers that must
+/// find a file whatever its compression use [`wal_keys`].
 pub fn wal_key(target: &str, name: &str) -> String {
-    format!("{target}/wal/{}/{name}.gz", &name[..8])
+    wal_key_as(target, name, Compression::Gzip)
+}
+
+/// The key of `name` archived with `c`.
+pub fn wal_key_as(target: &str, name: &str, c: Compression) -> String {
+    format!("{target}/wal/{}/{name}{}", &name[..8], c.ext())
+}
+
+/// Every key `name` may be archived under, `first` first (then gzip, zstd, none).
+pub fn wal_keys(target: &str, name: &str, first: Compression) -> Vec<(String, Compression)> {
+    let mut order = vec![first];
+    for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        if c != first {
+            order.push(c);
+        }
+    }
+    order
+        .into_iter()
+        .map(|c| (wal_key_as(target, name, c), c))
+        .collect()
+}
+
+/// An archive object's file name -> the WAL file name and how it is stored.
+pub fn archived_name(file: &str) -> Option<(&str, Compression)> {
+    let (name, c) = if let Some(n) = file.strip_suffix(".gz") {
+        (n, Compression::Gzip)
+    } else if let Some(n) = file.strip_suffix(".zst") {
+        (n, Compression::Zstd)
+    } else {
+        (file, Compression::None)
+    };
+    is_archive_name(name).then_some((name, c))
+}
+
+/// The compression and level WAL is pushed with: the target's `compression` (gzip by
+/// default) at `compression_level`, else gzip 1 (fast: archive_command is on the
+/// server's critical path) or zstd 3.
+pub fn push_compression(t: &Target) -> (Compression, i32) {
+    let c = t.cfg.compression_or(Compression::Gzip);
+    let level = t
+        .cfg
+        .compression_level
+        .map(|l| l as i32)
+        .unwrap_or(match c {
+            Compression::Gzip => 1,
+            other => other.default_level(),
+        });
+    (c, level)
 }
 
 fn sha_hex(data: &[u8]) -> String {
@@ -102,18 +159,9 @@ fn stored_sha(s: &dyn Storage, key: &str) -> Result<String> {
     if let Some(h) = s.metadata(key)?.get("sha256") {
         return Ok(h.clone());
     }
-    let r = s.open(key)?;
-    let mut dec = flate2::read::MultiGzDecoder::new(r);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = dec.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    let c = archived_name(key.rsplit('/').next().unwrap_or(key)).map_or(Compression::Gzip, |x| x.1);
+    let (got, _) = unpack(s.open(key)?, c, &mut std::io::sink())?;
+    Ok(got)
 }
 
 /// archive_command: store `path` in every storage of the target; Ok only when it is
@@ -132,34 +180,40 @@ pub fn push(t: &Target, path: &Path) -> Result<PushOutcome> {
     }
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let sha = sha_hex(&data);
-    let mut gz = flate2::GzBuilder::new()
-        .comment(format!("sha256={sha}"))
-        .write(
-            Vec::with_capacity(data.len() / 4),
-            flate2::Compression::fast(),
-        );
-    gz.write_all(&data)?;
-    let packed = gz.finish()?;
+    let (c, level) = push_compression(t);
+    let packed = pack(&data, &sha, c, level)?;
     let mut meta = PutMeta::default();
     meta.metadata.insert("sha256".into(), sha.clone());
     meta.metadata
         .insert("raw-size".into(), data.len().to_string());
-    let key = wal_key(target, &name);
+    let mut keys = wal_keys(target, &name, c).into_iter().map(|k| k.0);
+    let key = keys.next().expect("one key per compression");
+    // The same file under another extension (pushed before a change of `compression`).
+    let others: Vec<String> = keys.collect();
     let storages = t.open_storages_local_first()?;
     // Every storage at once: the slowest one sets the pace, not their sum.
     let results: Vec<(String, Result<bool>)> = std::thread::scope(|sc| {
         let handles: Vec<_> = storages
             .iter()
             .map(|s| {
-                let (key, packed, meta, sha, name) = (&key, &packed, &meta, &sha, &name);
+                let (packed, meta, sha, name) = (&packed, &meta, &sha, &name);
+                let (others, mut key) = (&others, &key);
                 sc.spawn(move || {
                     // Some S3-compatible stores ignore `If-None-Match: *` (garage): look
                     // first, so a different segment is never overwritten there either.
-                    let exists = if s.is_local() {
+                    let mut exists = if s.is_local() {
                         Ok(false)
                     } else {
                         s.head(key).map(|h| h.is_some())
                     };
+                    for o in others {
+                        if let Ok(false) = exists {
+                            exists = s.head(o).map(|h| h.is_some());
+                            if let Ok(true) = exists {
+                                key = o;
+                            }
+                        }
+                    }
                     let put = match exists {
                         Ok(true) => Err(anyhow::Error::new(AlreadyExists(key.clone()))),
                         Ok(false) => s.put_if_absent(key, packed, meta),
@@ -234,14 +288,17 @@ pub fn fetch(t: &Target, name: &str, dest: &Path) -> Result<FetchOutcome> {
         // PostgreSQL asks only for names like these; anything else is a setup error.
         bail!("`{name}` is not a WAL file name; restore_command must pass %f %p");
     }
-    let key = wal_key(target, name);
+    let keys = wal_keys(target, name, push_compression(t).0);
     let storages = t.open_readable_storages()?;
     let mut errors = Vec::new();
     for s in &storages {
-        match fetch_one(s.as_ref(), &key, dest) {
-            Ok(true) => return Ok(FetchOutcome::Fetched(s.name().to_string())),
-            Ok(false) => {}
-            Err(e) => errors.push(format!("storage `{}` ({}): {e:#}", s.name(), s.location())),
+        for (key, c) in &keys {
+            match fetch_one(s.as_ref(), key, *c, dest) {
+                Ok(true) => return Ok(FetchOutcome::Fetched(s.name().to_string())),
+                Ok(false) => continue,
+                Err(e) => errors.push(format!("storage `{}` ({}): {e:#}", s.name(), s.location())),
+            }
+            break;
         }
     }
     if errors.is_empty() {
@@ -252,7 +309,7 @@ pub fn fetch(t: &Target, name: &str, dest: &Path) -> Result<FetchOutcome> {
 }
 
 /// Ok(false): not on this storage.
-fn fetch_one(s: &dyn Storage, key: &str, dest: &Path) -> Result<bool> {
+fn fetch_one(s: &dyn Storage, key: &str, c: Compression, dest: &Path) -> Result<bool> {
     let r = match s.open(key) {
         Ok(r) => r,
         Err(e) if storage::is_not_found(&e) => return Ok(false),
@@ -268,27 +325,10 @@ fn fetch_one(s: &dyn Storage, key: &str, dest: &Path) -> Result<bool> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.wal-fetch-{}", std::process::id()));
     let res = (|| -> Result<()> {
-        let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 20, r));
         let mut f =
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 18];
-        loop {
-            let n = dec.read(&mut buf).context("reading/decompressing")?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            f.write_all(&buf[..n])
-                .with_context(|| format!("writing {}", tmp.display()))?;
-        }
-        let got = hex::encode(h.finalize());
-        let want = dec
-            .header()
-            .and_then(|hd| hd.comment())
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .and_then(|c| c.strip_prefix("sha256="))
-            .map(str::to_string);
+        let (got, want) =
+            unpack(r, c, &mut f).with_context(|| format!("unpacking into {}", tmp.display()))?;
         let want = match want {
             Some(w) => w,
             None => s

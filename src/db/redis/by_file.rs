@@ -203,7 +203,7 @@ impl Redis {
     pub(super) fn by_file_restore(
         &mut self,
         file: &Path,
-        gzip: bool,
+        compression: crate::compress::Compression,
         opts: &RestoreOptions,
     ) -> Result<()> {
         let l = self
@@ -218,7 +218,7 @@ impl Redis {
         let id = opts.backup_id.clone().unwrap_or_else(|| "latest".into());
         let who = self.conn.display();
         let tmp = l.tmp(&id);
-        let expected = match write_rdb(file, gzip, &tmp, &l.version, &who) {
+        let expected = match write_rdb(file, compression, &tmp, &l.version, &who) {
             Ok(e) => e,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);

@@ -145,17 +145,13 @@ pub struct Expected {
 /// version checked against the server's, its keys and expiries counted); fsynced.
 pub fn write_rdb(
     file: &Path,
-    gzip: bool,
+    compression: crate::compress::Compression,
     tmp: &Path,
     version: &str,
     who: &str,
 ) -> Result<Expected> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let input: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else {
-        Box::new(f)
-    };
+    let input: Box<dyn Read> = compression.decoder(f)?;
     let out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

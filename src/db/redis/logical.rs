@@ -198,16 +198,17 @@ impl LogicalEngine for Redis {
         )
     }
 
-    fn restore(&mut self, file: &Path, gzip: bool, opts: &RestoreOptions) -> Result<()> {
+    fn restore(
+        &mut self,
+        file: &Path,
+        compression: crate::compress::Compression,
+        opts: &RestoreOptions,
+    ) -> Result<()> {
         if opts.by_file {
-            return self.by_file_restore(file, gzip, opts);
+            return self.by_file_restore(file, compression, opts);
         }
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let input: Box<dyn Read> = if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(f))
-        } else {
-            Box::new(f)
-        };
+        let input: Box<dyn Read> = compression.decoder(f)?;
         let mut r = RdbReader::new(input)?;
         let dest = self
             .server
