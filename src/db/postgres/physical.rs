@@ -107,8 +107,8 @@ pub fn check_settings(target: &str, s: &ServerWal) -> Result<Vec<String>> {
     }
     if s.tablespaces > 0 {
         return Err(Fail::Config(format!(
-            "the server has {} tablespace(s) besides pg_default/pg_global; physical backups of this version stream one tar \
-             and support only the main data directory: use a logical target for this cluster",
+            "the server has {} tablespace(s) besides pg_default/pg_global; physical backups of this version (method = \"stream\" \
+             and \"files\") cover only the main data directory: use a logical target for this cluster",
             s.tablespaces
         ))
         .into());
