@@ -51,13 +51,6 @@ url = "postgresql://postgres@127.0.0.1:$PORT/postgres"
 storages = ["local"]
 TOML
 chmod 0644 "$W/backup.toml"
-as_pg "$PGBIN/initdb" -k -A trust -U postgres -D "$W/data" >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w -o "-p $PORT -k $W -c listen_addresses=127.0.0.1 \
-  -c wal_level=replica -c max_wal_senders=5 -c archive_mode=on \
-  -c archive_command='$BIN --config $W/backup.toml -q wal-push pg %p'" start >/dev/null
-"$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$SCALE" postgres >/dev/null 2>&1
-echo "pgbench -i -s $SCALE: $(psql_ $PORT "SELECT pg_size_pretty(pg_database_size('postgres'))"), jobs/process-max $JOBS"
-
 mkdir -p "$W/pgbr" && chmod 0777 "$W/pgbr"
 cat > "$W/pgbr.conf" <<CONF
 [global]
@@ -79,11 +72,20 @@ pg1-socket-path=$W
 pg1-user=postgres
 CONF
 chmod 0644 "$W/pgbr.conf"
+# Both tools archive the WAL (each restores from its own archive).
+ARCHIVE="$BIN --config $W/backup.toml -q wal-push pg %p"
+command -v pgbackrest >/dev/null && ARCHIVE="$ARCHIVE && pgbackrest --config=$W/pgbr.conf --stanza=bench archive-push %p"
+as_pg "$PGBIN/initdb" -k -A trust -U postgres -D "$W/data" >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w -o "-p $PORT -k $W -c listen_addresses=127.0.0.1 \
+  -c wal_level=replica -c max_wal_senders=5 -c archive_mode=on \
+  -c archive_command='$ARCHIVE'" start >/dev/null
 HAVE_PGBR=0
 if command -v pgbackrest >/dev/null; then
   as_pg pgbackrest --config="$W/pgbr.conf" --stanza=bench stanza-create >/dev/null && HAVE_PGBR=1
 fi
 pgbr() { "${PGRUN[@]}" pgbackrest --config="$W/pgbr.conf" --stanza=bench "$@"; }
+"$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$SCALE" postgres >/dev/null 2>&1
+echo "pgbench -i -s $SCALE: $(psql_ $PORT "SELECT pg_size_pretty(pg_database_size('postgres'))"), jobs/process-max $JOBS"
 
 # --- full ---
 measure "backup run --type full (zstd 3, jobs $JOBS)" "$BIN" --config "$W/backup.toml" --no-progress run pg --type full
@@ -117,9 +119,9 @@ pgbr_restore() {
     -o "-p $((PORT + 2)) -k $W -c archive_mode=off" start >/dev/null
   until [ "$("$PGBIN/psql" -h 127.0.0.1 -p $((PORT + 2)) -U postgres -Atc 'SELECT pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do sleep 0.1; done
 }
-export -f pgbr_restore as_pg; export W PGBIN PORT BIN
+export -f pgbr_restore ours_restore as_pg; export W PGBIN PORT BIN
 DELTA=""; export DELTA
-measure "backup pitr (the incr) --target-immediate --start" ours_restore
+measure "backup pitr (the incr) --target-immediate --start" bash -c ours_restore
 [ $HAVE_PGBR = 1 ] && measure "pgbackrest restore (the incr) --type=immediate + start" bash -c pgbr_restore
 
 # --- --delta after 1% of the accounts changed ---
