@@ -62,7 +62,7 @@ process-max=$JOBS
 compress-type=zst
 compress-level=3
 start-fast=y
-archive-check=n
+archive-check=y
 log-level-console=warn
 log-level-file=off
 [bench]
@@ -83,13 +83,13 @@ HAVE_PGBR=0
 if command -v pgbackrest >/dev/null; then
   as_pg pgbackrest --config="$W/pgbr.conf" --stanza=bench stanza-create >/dev/null && HAVE_PGBR=1
 fi
-pgbr() { "${PGRUN[@]}" pgbackrest --config="$W/pgbr.conf" --stanza=bench "$@"; }
+PGBR=("${PGRUN[@]}" pgbackrest --config="$W/pgbr.conf" --stanza=bench)
 "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$SCALE" postgres >/dev/null 2>&1
 echo "pgbench -i -s $SCALE: $(psql_ $PORT "SELECT pg_size_pretty(pg_database_size('postgres'))"), jobs/process-max $JOBS"
 
 # --- full ---
 measure "backup run --type full (zstd 3, jobs $JOBS)" "$BIN" --config "$W/backup.toml" --no-progress run pg --type full
-[ $HAVE_PGBR = 1 ] && measure "pgbackrest backup --type=full (zst 3, process-max $JOBS)" pgbr --type=full backup
+[ $HAVE_PGBR = 1 ] && measure "pgbackrest backup --type=full (zst 3, process-max $JOBS)" "${PGBR[@]}" --type=full backup
 measure "pg_basebackup -Fp (plain copy, no compression)" "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres \
   -D "$W/pgbb" -Fp -X none -c fast
 echo "full sizes: ours $(du -sb "$W"/repo/pg/2* | tail -1 | cut -f1) bytes$([ $HAVE_PGBR = 1 ] && echo ", pgbackrest $(du -sb "$W/pgbr/repo/backup" | cut -f1) bytes")"
@@ -100,7 +100,7 @@ rm -rf "$W/pgbb"
 ours_before=$(du -sb "$W/repo/pg" | cut -f1)
 pgbr_before=$([ $HAVE_PGBR = 1 ] && du -sb "$W/pgbr/repo/backup" | cut -f1 || echo 0)
 measure "backup run --type incr (after pgbench -T $WRITE_SECONDS)" "$BIN" --config "$W/backup.toml" --no-progress run pg --type incr
-[ $HAVE_PGBR = 1 ] && measure "pgbackrest backup --type=incr" pgbr --type=incr backup
+[ $HAVE_PGBR = 1 ] && measure "pgbackrest backup --type=incr" "${PGBR[@]}" --type=incr backup
 echo "incr stored: ours $(( $(du -sb "$W/repo/pg" | cut -f1) - ours_before )) bytes (WAL included)$([ $HAVE_PGBR = 1 ] && echo ", pgbackrest $(( $(du -sb "$W/pgbr/repo/backup" | cut -f1) - pgbr_before )) bytes")"
 ours_incr=$(ls "$W/repo/pg" | grep -v wal | sort | tail -1)
 echo "ours, the incr alone: $(du -sb "$W/repo/pg/$ours_incr" | cut -f1) bytes"
@@ -127,7 +127,7 @@ measure "backup pitr (the incr) --target-immediate --start" bash -c ours_restore
 # --- --delta after 1% of the accounts changed ---
 psql_ $PORT "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0" >/dev/null
 measure "backup run --type incr (1% of accounts changed)" "$BIN" --config "$W/backup.toml" --no-progress run pg --type incr
-[ $HAVE_PGBR = 1 ] && measure "pgbackrest backup --type=incr (1% changed)" pgbr --type=incr backup
+[ $HAVE_PGBR = 1 ] && measure "pgbackrest backup --type=incr (1% changed)" "${PGBR[@]}" --type=incr backup
 psql_ $PORT "SELECT pg_switch_wal()" >/dev/null; sleep 2
 stop "$W/ours"; stop "$W/pgbr-data"
 measure "backup pitr --delta (into the restored cluster) + start" "$BIN" --config "$W/backup.toml" --no-progress \
