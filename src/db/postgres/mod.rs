@@ -29,6 +29,7 @@ mod test_restore;
 mod toc;
 pub mod tools;
 pub mod wal;
+pub mod walname;
 
 use super::{
     Engine, FetchOutcome, LogicalEngine, PhysicalEngine, PitrOutcome, PitrRequest, PushOutcome,
