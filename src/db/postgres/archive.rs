@@ -3,19 +3,21 @@
 //! (segments older than every kept base backup), as the engine's [`LogArchive`].
 
 use super::wal::{parse_segment, segment_name, wal_prefix, DEFAULT_SEGMENT_SIZE};
+use super::walname::{segment_of_key, valid_segment_size};
 use crate::db::{LogArchive, LogPrune, Window};
 use crate::manifest::Manifest;
 use crate::storage::Storage;
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// The WAL segment size a backup recorded (16 MiB when absent).
+/// The WAL segment size a backup recorded (16 MiB when absent, or when the manifest
+/// claims a size PostgreSQL cannot have).
 pub fn seg_size_of(m: &Manifest) -> u64 {
     m.database
         .extra
         .get("wal_segment_size")
         .and_then(serde_json::Value::as_u64)
-        .filter(|v| *v > 0)
+        .filter(|v| valid_segment_size(*v))
         .unwrap_or(DEFAULT_SEGMENT_SIZE)
 }
 
@@ -234,11 +236,7 @@ impl LogArchive for WalArchive {
         let mut remove = Vec::new();
         let mut bytes = 0;
         for k in keys {
-            let name = k.rsplit('/').next().unwrap_or("").trim_end_matches(".gz");
-            if name.ends_with(".history") || name.len() < 24 {
-                continue;
-            }
-            if let Some((_, segno)) = parse_segment(&name[..24], seg_size) {
+            if let Some(segno) = segment_of_key(&k, seg_size) {
                 if segno < min_segno {
                     bytes += sizes.get(&k).copied().unwrap_or(0);
                     remove.push(k);
