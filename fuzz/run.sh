@@ -36,7 +36,7 @@ max_len() {
 echo "fuzz: building ${targets[*]}" >&2
 t0=$SECONDS
 if (($# == 0)); then
-    build=(cargo fuzz build --fuzz-dir . -O)
+    build=(cargo fuzz build --fuzz-dir . -O -a)
 else
     build=(false)
 fi
@@ -47,7 +47,7 @@ if ! "${build[@]}" >build.log 2>&1; then
         exit 1
     fi
     for t in "${targets[@]}"; do
-        cargo fuzz build --fuzz-dir . -O "$t" >>build.log 2>&1 || { cat build.log >&2; exit 1; }
+        cargo fuzz build --fuzz-dir . -O -a "$t" >>build.log 2>&1 || { cat build.log >&2; exit 1; }
     done
 fi
 echo "fuzz: built in $((SECONDS - t0)) s" >&2
@@ -60,7 +60,7 @@ run_one() {
     cp corpus/"$t"/* "$scratch/corpus/$t/" 2>/dev/null || true
     # -rss_limit_mb: any input that makes a reader allocate beyond this is a finding
     # (the readers cap lengths read from input); -timeout: one input may not spin.
-    if BACKUP_FUZZ_SCRATCH="$scratch/files" cargo fuzz run --fuzz-dir . -O "$t" \
+    if BACKUP_FUZZ_SCRATCH="$scratch/files" cargo fuzz run --fuzz-dir . -O -a "$t" \
         "$scratch/corpus/$t" -- \
         -max_total_time="$secs" -max_len="$(max_len "$t")" -rss_limit_mb=1024 \
         -timeout=10 -artifact_prefix="artifacts/$t/" -print_final_stats=1 \

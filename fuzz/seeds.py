@@ -84,6 +84,18 @@ put("manifest", "physical.json", """{
 }
 """)
 
+# Sizes at the top of their range, as a damaged or hand-edited manifest may carry.
+put("manifest", "huge-sizes.json", """{"manifest_version": 1, "id": "20261124T020000Z-2", "target": "r",
+ "engine": "redis", "kind": "logical", "format": "rdb", "started_at": "2026-11-24T02:00:00+01:00",
+ "finished_at": "2026-11-24T02:00:00Z", "duration_seconds": 1e300, "versions": {},
+ "artifacts": [
+  {"name": "dump.rdb.gz", "size_bytes": 18446744073709551615, "sha256": "", "compression": "gzip",
+   "raw_size_bytes": 0, "content": ""},
+  {"name": "x", "size_bytes": 18446744073709551615, "sha256": "", "compression": "zstd",
+   "raw_size_bytes": 18446744073709551615, "content": ""}],
+ "database": {"extra": {"wal_segment_size": 18446744073709551615}}}
+""")
+
 # --- tar (pg_basebackup's base.tar, gunzipped) ----------------------------------
 def tar_bytes(fmt, members):
     b = io.BytesIO()

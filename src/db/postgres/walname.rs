@@ -54,6 +54,12 @@ pub fn parse_segment(name: &str, seg_size: u64) -> Option<(u32, u64)> {
     let tli = u32::from_str_radix(&name[0..8], 16).ok()?;
     let log = u64::from_str_radix(&name[8..16], 16).ok()?;
     let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+    // Found by fuzzing: a segment part past the last of its xlogid (`...000000000100`
+    // with 16 MiB segments) is no name PostgreSQL writes, and read as segment 256 it
+    // would alias `...000100000000`.
+    if seg >= segs_per_id(seg_size) {
+        return None;
+    }
     Some((tli, log * segs_per_id(seg_size) + seg))
 }
 
@@ -114,9 +120,21 @@ mod tests {
         let _ = segment_name(1, 5, huge);
         let _ = segment_name(1, 5, 0);
         assert_eq!(
-            parse_segment("000000010000000000000005", huge),
+            parse_segment("000000010000000500000000", huge),
             Some((1, 5))
         );
+    }
+
+    /// Found by fuzzing: with 16 MiB segments (256 per xlogid) `...000000000100` was
+    /// read as segment 256, the same as `...000100000000`; names past the last segment
+    /// of an xlogid are no segment names.
+    #[test]
+    fn fuzz_segment_part_past_its_xlogid_is_not_a_segment() {
+        let s = DEFAULT_SEGMENT_SIZE;
+        assert_eq!(parse_segment("0000000100000000000000FF", s), Some((1, 255)));
+        assert_eq!(parse_segment("000000010000000000000100", s), None);
+        assert_eq!(parse_segment("000000010000000100000000", s), Some((1, 256)));
+        assert_eq!(segment_name(1, 256, s), "000000010000000100000000");
     }
 
     /// Found by fuzzing: a `.backup` name with a multi-byte character across byte 24
