@@ -139,7 +139,10 @@ fn a_prune_stopped_mid_delete_lists_nothing_half_deleted_as_good() {
 
     let keys = moto.keys("backups", "prod/pg/");
     for id in &old {
-        assert!(!keys.contains(&format!("prod/pg/{id}/manifest.json")), "{keys:?}");
+        assert!(
+            !keys.contains(&format!("prod/pg/{id}/manifest.json")),
+            "{keys:?}"
+        );
     }
     assert_eq!(ids(&env, &[]), [(newest.clone(), "complete".to_string())]);
     let all = ids(&env, &["--all"]);
@@ -176,15 +179,24 @@ fn an_interrupted_copy_leaves_no_manifest_and_the_next_copy_completes_it() {
     let (code, err) = finish(copy);
     assert_eq!(code, 130, "{err}");
     let keys = moto.keys("backups", "prod/pg/");
-    assert!(keys.contains(&format!("prod/pg/{id}/dump.sql.gz")), "{keys:?}");
-    assert!(!keys.iter().any(|k| k.ends_with("manifest.json")), "{keys:?}");
+    assert!(
+        keys.contains(&format!("prod/pg/{id}/dump.sql.gz")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.ends_with("manifest.json")),
+        "{keys:?}"
+    );
     assert!(ids(&env, &["--storage", "s3"]).is_empty());
     // No reader lock left holding the source backup.
     let plan = env.ok(&["prune", "pg", "--dry-run", "--json"]);
     assert!(!plan.contains("backup copy"), "{plan}");
 
     env.ok(&["copy", "pg", &id, "--from", "local", "--to", "s3"]);
-    assert_eq!(ids(&env, &["--storage", "s3"]), [(id, "complete".to_string())]);
+    assert_eq!(
+        ids(&env, &["--storage", "s3"]),
+        [(id, "complete".to_string())]
+    );
     env.ok(&["verify", "pg", "--storage", "s3"]);
 }
 
@@ -194,7 +206,10 @@ fn an_interrupted_copy_leaves_no_manifest_and_the_next_copy_completes_it() {
 /// run stores on S3 too.
 #[test]
 fn a_failed_multipart_upload_is_aborted() {
-    let (pg, moto, proxy, env) = setup(r#"["local", "s3"]"#, "timeout_seconds = 3\nmax_attempts = 1");
+    let (pg, moto, proxy, env) = setup(
+        r#"["local", "s3"]"#,
+        "timeout_seconds = 3\nmax_attempts = 1",
+    );
     pg.load_noise("app", 20);
     proxy.stall_request("partNumber=2", 1);
     let run = spawn(&env, &["run", "pg"]);
@@ -235,9 +250,12 @@ fn a_killed_run_leaves_a_stale_lock_taken_over_and_a_leftover_pruned_after_grace
     env.write_config(&config(&format!("bin_dir = \"{}\"", bin.display())));
     let mut child = env.std_cmd().args(["run", "pg"]).spawn().unwrap();
     wait_for("the run wrote nothing", 30, || {
-        files_under(&env.repo())
-            .iter()
-            .any(|p| p.file_name().unwrap().to_string_lossy().starts_with(".tmp-"))
+        files_under(&env.repo()).iter().any(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
     });
     child.kill().unwrap();
     child.wait().unwrap();
