@@ -164,8 +164,12 @@ impl Manifest {
             .and_then(|v| v.as_str())
     }
 
+    /// Saturating: found by fuzzing, sizes near u64::MAX in a damaged or hand-edited
+    /// manifest overflowed the sum (a panic in debug builds, a wrong total in release).
     pub fn size_bytes(&self) -> u64 {
-        self.artifacts.iter().map(|a| a.size_bytes).sum()
+        self.artifacts
+            .iter()
+            .fold(0u64, |n, a| n.saturating_add(a.size_bytes))
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>> {
@@ -238,5 +242,21 @@ mod tests {
         assert!(backup_id(a) < backup_id(b));
         assert_eq!(parse_backup_id("20261124T020000Z"), Some(a));
         assert_eq!(parse_backup_id("garbage"), None);
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/manifest.rs): two artifacts of u64::MAX
+    /// bytes in a hand-edited manifest overflowed `size_bytes`.
+    #[test]
+    fn fuzz_artifact_sizes_near_u64_max_do_not_overflow() {
+        let art = r#"{"name": "a", "size_bytes": 18446744073709551615, "sha256": "",
+            "compression": "gzip", "raw_size_bytes": 0, "content": ""}"#;
+        let text = format!(
+            r#"{{"manifest_version": 1, "id": "20261124T020000Z", "target": "t", "engine": "redis",
+            "kind": "logical", "format": "rdb", "started_at": "2026-11-24T02:00:00Z",
+            "finished_at": "2026-11-24T02:00:00Z", "duration_seconds": 1, "versions": {{}},
+            "artifacts": [{art}, {art}], "database": {{}}}}"#
+        );
+        let m = Manifest::from_json(text.as_bytes(), "huge").unwrap();
+        assert_eq!(m.size_bytes(), u64::MAX);
     }
 }

@@ -118,7 +118,8 @@ fn s3_throttling_and_server_errors_are_retried_until_the_run_succeeds() {
 }
 
 /// 403 is the operator's to fix: not retried (one connection), the run exits 1 naming
-/// the storage, the local copy is kept and listed, nothing is listed on S3.
+/// the storage, the local copy is kept and listed, nothing is listed on S3. 400 is not
+/// retried either.
 #[test]
 fn s3_access_denied_is_not_retried() {
     let (_pg, _moto, proxy, env) = behind_proxy("");
@@ -135,6 +136,13 @@ fn s3_access_denied_is_not_retried() {
     // The fault is gone: the next run stores on both.
     env.ok(&["run", "pg"]);
     assert_eq!(listed(&env, "s3"), 1);
+    // 400, a request the store will never take as sent: not retried either.
+    let before = proxy.connections();
+    proxy.push(&[Fault::Status(400, "InvalidArgument")]);
+    let (code, _, err) = env.run(&["run", "pg"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("InvalidArgument"), "{err}");
+    assert_eq!(proxy.connections(), before + 1, "400 was retried");
 }
 
 /// An endpoint that accepts and never answers: with `timeout_seconds = 2` the run

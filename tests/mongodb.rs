@@ -499,6 +499,24 @@ fn verify_catches_a_flipped_byte_and_a_truncated_archive_and_restore_refuses_the
     std::fs::write(&p, b).unwrap();
     let (code, out, err) = run(&env, &t, &["verify", "mongo", &id3], &[]);
     assert_eq!(code, 3, "{out}{err}");
+
+    // And the archive gone (the corruption matrix's third case, tests/corruption.rs):
+    // verify names it, restore refuses before mongorestore runs.
+    std::fs::remove_file(artifact(&env, &id3)).unwrap();
+    let (code, out, err) = run(&env, &t, &["verify", "mongo", &id3], &[]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(format!("{out}{err}").contains("dump.archive"), "{out}{err}");
+    t.clear_calls();
+    let to = format!("mongodb://{dest}/");
+    let (code, _, err) = run(
+        &env,
+        &t,
+        &["restore", "mongo", &id3, "--to-uri", &to, "--yes"],
+        &[],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("was not touched"), "{err}");
+    assert!(t.calls_of("mongorestore").is_empty());
 }
 
 #[test]

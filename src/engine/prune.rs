@@ -380,13 +380,13 @@ impl Prune {
                 Action::Keep => t.keep += 1,
                 Action::Remove => {
                     t.remove += 1;
-                    t.remove_bytes += e.size_bytes;
+                    t.remove_bytes = t.remove_bytes.saturating_add(e.size_bytes);
                 }
             }
             match e.result {
                 Some(Outcome::Removed) => {
                     t.removed += 1;
-                    t.removed_bytes += e.size_bytes;
+                    t.removed_bytes = t.removed_bytes.saturating_add(e.size_bytes);
                 }
                 Some(Outcome::Retained) => t.retained += 1,
                 Some(Outcome::Failed) => t.failed += 1,

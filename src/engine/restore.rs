@@ -288,7 +288,12 @@ pub fn fetch_verified(
                 art.name,
                 storage.name()
             ));
-            let mut src = storage.open(&key)?;
+            let mut src = match storage.open(&key) {
+                Err(e) if crate::storage::is_not_found(&e) => {
+                    return Err(refusal(t, storage, m, &[missing(art)]))
+                }
+                r => r?,
+            };
             let mut f = std::fs::File::create(&dest)
                 .with_context(|| format!("creating {}", dest.display()))?;
             let mut progress = ui.progress(&format!("download {}", m.id), Some(art.size_bytes));
@@ -311,37 +316,52 @@ pub fn fetch_verified(
             dest
         }
     };
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = match std::fs::File::open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refusal(t, storage, m, &[missing(art)]))
+        }
+        r => r.with_context(|| format!("opening {}", path.display()))?,
+    };
     let (checks, mut problems) = verify::check_stream(Box::new(file), art, engine, &m.database);
     if let Some(Err(p)) = verify::check_sealed(storage, m, &art.name) {
         problems.push(p);
     }
     if !problems.is_empty() {
-        // At 3 a.m. the next question is where else the backup is.
-        let others: Vec<String> = t
-            .cfg
-            .storages
-            .iter()
-            .filter(|s| s.as_str() != storage.name())
-            .map(|s| format!("--storage {s}"))
-            .collect();
-        let elsewhere = if others.is_empty() {
-            String::new()
-        } else {
-            format!("; another copy may be intact: try {}", others.join(" or "))
-        };
-        return Err(Fail::Verify(format!(
-            "backup {} on `{}` failed verification; the database was not touched: {}{elsewhere}",
-            m.id,
-            storage.name(),
-            problems.join("; ")
-        ))
-        .into());
+        return Err(refusal(t, storage, m, &problems));
     }
     for c in &checks {
         ui.info(format!("verified: {c}"));
     }
     Ok(path)
+}
+
+/// A missing artifact is a damaged backup like any other (exit 3), not an I/O error.
+fn missing(art: &crate::manifest::Artifact) -> String {
+    format!("{} does not exist", art.name)
+}
+
+/// Exit 3, naming what is wrong and, at 3 a.m. the next question, where else the
+/// backup may be.
+fn refusal(t: &Target, storage: &dyn Storage, m: &Manifest, problems: &[String]) -> anyhow::Error {
+    let others: Vec<String> = t
+        .cfg
+        .storages
+        .iter()
+        .filter(|s| s.as_str() != storage.name())
+        .map(|s| format!("--storage {s}"))
+        .collect();
+    let elsewhere = if others.is_empty() {
+        String::new()
+    } else {
+        format!("; another copy may be intact: try {}", others.join(" or "))
+    };
+    Fail::Verify(format!(
+        "backup {} on `{}` failed verification; the database was not touched: {}{elsewhere}",
+        m.id,
+        storage.name(),
+        problems.join("; ")
+    ))
+    .into()
 }
 
 /// Compares the restored tables' row counts with the manifest's (those the engine

@@ -276,7 +276,10 @@ pub fn restore(
         "verify {} of {} artifact(s) ({}) before touching the database",
         arts.len(),
         m.artifacts.len(),
-        crate::duration::bytes(arts.iter().map(|(_, a)| a.size_bytes).sum())
+        crate::duration::bytes(
+            arts.iter()
+                .fold(0u64, |n, (_, a)| n.saturating_add(a.size_bytes))
+        )
     ));
     plan.push(engine.restore_plan(&req.opts, &m.format, &database));
     if req.check_counts {

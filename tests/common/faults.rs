@@ -2,7 +2,8 @@
 //! matrix: each new connection takes the next fault from a queue (an HTTP error status
 //! with S3's error body, or a stall: accepted, read, never answered), and connections
 //! past the queue are passed through byte for byte. Counting connections tells whether
-//! the client retried.
+//! the client retried. [`FaultProxy::stall_request`] stalls one request picked by its
+//! text (the 2nd `?delete`, a `PUT` of a manifest) on a connection already passing.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -24,6 +25,17 @@ pub struct FaultProxy {
     /// Every connection from now on stalls (a store that went silent).
     stall_all: Arc<std::sync::atomic::AtomicBool>,
     connections: Arc<AtomicUsize>,
+    on_request: Arc<OnRequest>,
+}
+
+/// A request to stall, by the text of its request line: the `nth` one containing
+/// `pattern` is swallowed (never forwarded, never answered), and so is everything the
+/// client sends after it on that connection.
+#[derive(Default)]
+struct OnRequest {
+    rule: Mutex<Option<(String, usize)>>,
+    seen: AtomicUsize,
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl FaultProxy {
@@ -33,7 +45,13 @@ impl FaultProxy {
         let queue: Arc<Mutex<VecDeque<Fault>>> = Arc::default();
         let stall_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (q, st, n) = (queue.clone(), stall_all.clone(), connections.clone());
+        let on_request: Arc<OnRequest> = Arc::default();
+        let (q, st, n, on) = (
+            queue.clone(),
+            stall_all.clone(),
+            connections.clone(),
+            on_request.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
@@ -43,7 +61,8 @@ impl FaultProxy {
                 } else {
                     q.lock().unwrap().pop_front()
                 };
-                std::thread::spawn(move || serve(client, upstream, fault));
+                let on = on.clone();
+                std::thread::spawn(move || serve(client, upstream, fault, on));
             }
         });
         FaultProxy {
@@ -51,7 +70,19 @@ impl FaultProxy {
             queue,
             stall_all,
             connections,
+            on_request,
         }
+    }
+
+    /// Stalls the `nth` request (1-based) whose bytes contain `pattern`, e.g.
+    /// `("?delete", 2)`: the second DeleteObjects.
+    pub fn stall_request(&self, pattern: &str, nth: usize) {
+        *self.on_request.rule.lock().unwrap() = Some((pattern.to_string(), nth));
+    }
+
+    /// Whether the request picked by [`Self::stall_request`] has arrived (and hangs).
+    pub fn request_stalled(&self) -> bool {
+        self.on_request.stalled.load(Ordering::SeqCst)
     }
 
     pub fn endpoint(&self) -> String {
@@ -102,7 +133,44 @@ fn read_request(c: &mut TcpStream) {
     }
 }
 
-fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>) {
+/// Client to server, byte for byte, until the request picked by `on` shows up: from
+/// then on the client's bytes are read and dropped.
+fn pump_up(mut c: TcpStream, mut s: TcpStream, on: &OnRequest) {
+    let mut b = [0u8; 16384];
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = match c.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let rule = on.rule.lock().unwrap().clone();
+        if let Some((pattern, nth)) = rule.filter(|_| !on.stalled.load(Ordering::SeqCst)) {
+            // The pattern may straddle two reads: search the last bytes of the previous
+            // one too, counting only matches that end in this one.
+            let mut window = std::mem::take(&mut tail);
+            let old = window.len();
+            window.extend_from_slice(&b[..n]);
+            let p = pattern.as_bytes();
+            let hits = window
+                .windows(p.len())
+                .enumerate()
+                .filter(|(i, w)| *w == p && i + p.len() > old)
+                .count();
+            tail = window[window.len().saturating_sub(p.len())..].to_vec();
+            if hits > 0 && on.seen.fetch_add(hits, Ordering::SeqCst) + hits >= nth {
+                on.stalled.store(true, Ordering::SeqCst);
+                while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+                break;
+            }
+        }
+        if s.write_all(&b[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+}
+
+fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>, on: Arc<OnRequest>) {
     match fault {
         Some(Fault::Status(code, s3_code)) => {
             read_request(&mut client);
@@ -125,11 +193,8 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>) {
             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                 return;
             };
-            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let up = std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c2, &mut s2);
-                let _ = s2.shutdown(std::net::Shutdown::Write);
-            });
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let up = std::thread::spawn(move || pump_up(c2, s2, &on));
             let (mut s3, mut c3) = (server, client);
             let _ = std::io::copy(&mut s3, &mut c3);
             let _ = c3.shutdown(std::net::Shutdown::Write);

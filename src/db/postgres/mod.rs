@@ -32,6 +32,7 @@ pub mod tools;
 pub mod wal;
 pub mod wal_async;
 pub mod wal_codec;
+pub mod walname;
 
 use super::{
     Engine, FetchOutcome, LogicalEngine, PhysicalEngine, PitrOutcome, PitrRequest, PushOutcome,

@@ -28,74 +28,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
-
-/// `0/2000028` -> 0x2000028.
-pub fn parse_lsn(s: &str) -> Result<u64> {
-    let (hi, lo) = s.trim().split_once('/').ok_or_else(|| {
-        anyhow!("`{s}` is not an LSN (write it as in pg_current_wal_lsn(), e.g. 0/3000060)")
-    })?;
-    let hi = u64::from_str_radix(hi, 16).map_err(|_| anyhow!("`{s}` is not an LSN"))?;
-    let lo = u64::from_str_radix(lo, 16).map_err(|_| anyhow!("`{s}` is not an LSN"))?;
-    if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
-        bail!("`{s}` is not an LSN");
-    }
-    Ok((hi << 32) | lo)
-}
-
-pub fn format_lsn(v: u64) -> String {
-    format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff)
-}
-
-fn segs_per_id(seg_size: u64) -> u64 {
-    0x1_0000_0000 / seg_size
-}
-
-pub fn segment_name(tli: u32, segno: u64, seg_size: u64) -> String {
-    let per = segs_per_id(seg_size);
-    format!("{:08X}{:08X}{:08X}", tli, segno / per, segno % per)
-}
-
-/// The segment holding the byte at `lsn`.
-pub fn segno_of(lsn: u64, seg_size: u64) -> u64 {
-    lsn / seg_size
-}
-
-/// `000000010000000000000003` -> (1, 3). Only plain segment names.
-pub fn parse_segment(name: &str, seg_size: u64) -> Option<(u32, u64)> {
-    if name.len() != 24 || !name.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let tli = u32::from_str_radix(&name[0..8], 16).ok()?;
-    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
-    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
-    Some((tli, log * segs_per_id(seg_size) + seg))
-}
-
-/// File names PostgreSQL archives: segments, `.partial`, `.backup`, `.history`.
-pub fn is_archive_name(name: &str) -> bool {
-    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
-    if hex(name, 24) {
-        return true;
-    }
-    if let Some(base) = name.strip_suffix(".partial") {
-        return hex(base, 24);
-    }
-    if let Some(base) = name.strip_suffix(".history") {
-        return hex(base, 8);
-    }
-    if let Some(base) = name.strip_suffix(".backup") {
-        return base.len() == 33
-            && hex(&base[..24], 24)
-            && &base[24..25] == "."
-            && hex(&base[25..], 8);
-    }
-    false
-}
-
-pub fn wal_prefix(target: &str) -> String {
-    format!("{target}/wal/")
-}
+// The names and positions of WAL (pure, no storage): their own file, so the fuzz crate
+// (fuzz/) can compile them without this module's storage and database stack.
+pub use super::walname::{
+    format_lsn, is_archive_name, parse_lsn, parse_segment, segment_name, segno_of, wal_prefix,
+    DEFAULT_SEGMENT_SIZE,
+};
 
 /// The key of `name` archived with gzip (the default compression). Readers that must
 /// find a file whatever its compression use [`wal_keys`].
@@ -105,7 +43,7 @@ pub fn wal_key(target: &str, name: &str) -> String {
 
 /// The key of `name` archived with `c`.
 pub fn wal_key_as(target: &str, name: &str, c: Compression) -> String {
-    format!("{target}/wal/{}/{name}{}", &name[..8], c.ext())
+    super::walname::wal_key_ext(target, name, c.ext())
 }
 
 /// Every key `name` may be archived under, `first` first (then gzip, zstd, none).

@@ -514,7 +514,9 @@ impl<R: Read> RdbReader<R> {
 /// not worth a dependency.
 pub fn lzf_decompress(inp: &[u8], out_len: usize) -> Result<Vec<u8>> {
     let bad = || anyhow!("LZF-compressed string is damaged");
-    let mut out = Vec::with_capacity(out_len);
+    // The length is read from the file: reserve no more than the input can expand to
+    // (found by fuzzing: a damaged length asked for gigabytes up front).
+    let mut out = Vec::with_capacity(out_len.min(inp.len().saturating_mul(4)));
     let mut i = 0;
     while i < inp.len() {
         let ctrl = inp[i] as usize;
@@ -619,6 +621,14 @@ mod tests {
         assert!(RdbReader::new(&g[..]).unwrap().summarise().is_err());
         let e = RdbReader::new(&b"REDIS0012"[..]).err().unwrap().to_string();
         assert!(e.contains("12") && e.contains("9 to 11"), "{e}");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/rdb.rs): an LZF string whose stated length
+    /// is a terabyte allocated it before reading a byte.
+    #[test]
+    fn fuzz_lzf_length_of_a_terabyte_is_refused_without_allocating_it() {
+        assert!(lzf_decompress(&[0, b'a'], 1 << 40).is_err());
+        assert!(lzf_decompress(&[0, b'a'], usize::MAX).is_err());
     }
 
     #[test]
