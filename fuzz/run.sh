@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the fuzz targets once (cargo-fuzz, address sanitizer) and runs each for a
-# bounded time, two at a time (CI has 2 cores). A crash stops nothing else: every
-# target runs, then the script fails naming each target that crashed and where its
-# reproducer is (fuzz/artifacts/<target>/); rerun one with
-#   RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz <target> fuzz/artifacts/<target>/<file>
+# Builds the fuzz targets once (cargo-fuzz: address sanitizer, optimized, with debug
+# assertions and overflow checks, -O -a) and runs each for a bounded time, two at a time
+# (CI has 2 cores). A crash stops nothing else: every target runs, then the script fails
+# naming each target that crashed and where its reproducer is
+# (fuzz/artifacts/<target>/); rerun one with
+#   RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz -O -a <target> fuzz/artifacts/<target>/<file>
 #
 # usage: fuzz/run.sh [SECONDS per target, default 30] [target...]
 # The seeds in fuzz/corpus/<target>/ (written by fuzz/seeds.py) are copied to a scratch
@@ -84,9 +85,12 @@ for t in "${targets[@]}"; do
 done
 wait
 
-failed=$(cd "$scratch" && ls failed-* 2>/dev/null | sed 's/^failed-//' | tr '\n' ' ')
-if [ -n "$failed" ]; then
-    echo "fuzz: crashes in: $failed" >&2
+failed=()
+for f in "$scratch"/failed-*; do
+    [ -e "$f" ] && failed+=("${f##*/failed-}")
+done
+if ((${#failed[@]})); then
+    echo "fuzz: crashes in: ${failed[*]}" >&2
     exit 1
 fi
 echo "fuzz: ${#targets[@]} targets, ${secs} s each, no crash" >&2
