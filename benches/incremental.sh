@@ -27,8 +27,10 @@ PGRUN=(); if [ "$(id -u)" = 0 ]; then PGRUN=(runuser -u postgres --); fi
 stop() { as_pg "$PGBIN/pg_ctl" -D "$1" -m immediate stop >/dev/null 2>&1 || true; }
 cleanup() { for d in data ours pgbr; do stop "$W/$d"; done; rm -rf "$W"; }
 trap cleanup EXIT
-measure() { # label, command...
+measure() { # label, command... (a CHECKPOINT first: the dirty pages' flush is paid by
+  # neither tool, not by whichever runs first)
   local label=$1; shift
+  psql_ $PORT "CHECKPOINT" >/dev/null 2>&1 || true
   /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err"; exit 1; }
   read -r secs kb < "$W/time"
   printf '%-58s %8.2f s  peak RSS %6d MB\n' "$label" "$secs" $((kb / 1024))
