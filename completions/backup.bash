@@ -935,7 +935,7 @@ _backup() {
             return 0
             ;;
         backup__subcmd__wal__subcmd__push)
-            opts="-c -q -h --config --quiet --no-progress --help"
+            opts="-c -q -h --background --config --quiet --no-progress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

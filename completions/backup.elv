@@ -209,6 +209,7 @@ set edit:completion:arg-completer[backup] = {|@words|
         &'backup;wal-push'= {
             cand -c 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
             cand --config 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)'
+            cand --background 'Run as the background worker of `async = true` (started by wal-push itself)'
             cand -q 'Only warnings and errors on stderr'
             cand --quiet 'Only warnings and errors on stderr'
             cand --no-progress 'No progress bars (log lines only)'

@@ -155,6 +155,7 @@ complete -c backup -n "__fish_backup_using_subcommand pitr" -s q -l quiet -d 'On
 complete -c backup -n "__fish_backup_using_subcommand pitr" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand pitr" -s h -l help -d 'Print help'
 complete -c backup -n "__fish_backup_using_subcommand wal-push" -s c -l config -d 'Configuration file (default: $BACKUP_CONFIG, ./backup.toml, /etc/backup/backup.toml)' -r -F
+complete -c backup -n "__fish_backup_using_subcommand wal-push" -l background -d 'Run as the background worker of `async = true` (started by wal-push itself)'
 complete -c backup -n "__fish_backup_using_subcommand wal-push" -s q -l quiet -d 'Only warnings and errors on stderr'
 complete -c backup -n "__fish_backup_using_subcommand wal-push" -l no-progress -d 'No progress bars (log lines only)'
 complete -c backup -n "__fish_backup_using_subcommand wal-push" -s h -l help -d 'Print help'
