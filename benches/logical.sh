@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Benchmark of logical backups (issue 2): `backup run` to local and to an S3 server
-# against the shell pipeline `pg_dump -Fp | gzip > file`, on pgbench data.
+# Benchmark of logical backups, on pgbench data:
+# - issue 2: `backup run` to local and to an S3 server against the shell pipeline
+#   `pg_dump -Fp | gzip > file`;
+# - issue 15 (compression): `pg_dump -Fc > file` against `backup run` of a plain dump
+#   with gzip and with zstd (default levels: gzip 6, zstd 3), and the restore of each
+#   (`pg_restore -d` of the -Fc file, `backup restore` of the gzip and the zstd dump).
 #
 #   benches/logical.sh [SCALE...]        (default: 50 200)
+#   TABLES=compression benches/logical.sh 50     (only the issue 15 tables)
+#   TABLES=issue2 benches/logical.sh 50          (only the issue 2 table)
+#   PROFILE=debug ...                            (target/debug build, no cargo build)
 #
-# Prints a Markdown table: wall time (best of RUNS, default 3) and peak RSS of the
+# Prints Markdown tables: wall time (best of RUNS, default 3) and peak RSS of the
 # whole process tree's largest member (GNU time %M). Needs: PostgreSQL server
 # binaries, pgbench, moto_server (pip install 'moto[server]'), /usr/bin/time.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-cargo build --release --locked --quiet
-bin="$here/target/release/backup"
+profile=${PROFILE:-release}
+if [ "$profile" = release ]; then cargo build --release --locked --quiet; fi
+bin="$here/target/$profile/backup"
+tables=${TABLES:-all}
 scales=("${@:-50 200}")
 # shellcheck disable=SC2206
 scales=(${scales[*]})
@@ -63,6 +72,19 @@ disk_check = false
 engine = "postgres"
 url = "postgresql://postgres@127.0.0.1:$port/bench"
 storages = ["s3"]
+
+[targets.gz]
+engine = "postgres"
+url = "postgresql://postgres@127.0.0.1:$port/bench"
+storages = ["local"]
+disk_check = false
+
+[targets.zst]
+engine = "postgres"
+url = "postgresql://postgres@127.0.0.1:$port/bench"
+storages = ["local"]
+disk_check = false
+compression = "zstd"
 TOML
 export BACKUP_CONFIG="$work/backup.toml"
 
@@ -75,17 +97,67 @@ measure() {
     out=$(tail -n 1 "$work/time.out")
     local t=${out% *} m=${out#* }
     if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
-    rm -rf "$work/repo" "$work/pipe.sql.gz"
+    rm -rf "$work/repo" "$work/pipe.sql.gz" "$work/bench.pgdump"
   done
   echo "$best $rss"
 }
 
+# Like measure, but runs `$2` (setup, untimed) before each timed `$1`, and keeps files.
+measure_restore() {
+  local best="" rss=""
+  for _ in $(seq "$runs"); do
+    bash -c "$2" >/dev/null 2>&1
+    local out
+    /usr/bin/time -o "$work/time.out" -f "%e %M" bash -c "$1" >/dev/null 2>"$work/cmd.err" || { cat "$work/cmd.err" >&2; exit 1; }
+    out=$(tail -n 1 "$work/time.out")
+    local t=${out% *} m=${out#* }
+    if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
+  done
+  echo "$best $rss"
+}
+
+load() {
+  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"
+  pgbench -i -q -s "$1" bench >/dev/null 2>&1
+  psql -X -q -d bench -c "VACUUM ANALYZE" >/dev/null
+}
+
+if [ "$tables" != issue2 ]; then
+  echo "| scale | database | pg_dump -Fc > file | backup run, gzip | backup run, zstd | size -Fc / gzip / zstd | peak RSS -Fc / gzip / zstd |"
+  echo "|---|---|---|---|---|---|---|"
+  restore_rows=()
+  for s in "${scales[@]}"; do
+    load "$s"
+    dbsize=$(psql -X -At -d bench -c "SELECT pg_size_pretty(pg_database_size('bench'))")
+    read -r tc rc < <(measure "pg_dump -Fc -d bench -f $work/bench.pgdump")
+    read -r tg rg < <(measure "$bin -q --no-progress run gz")
+    read -r tz rz < <(measure "$bin -q --no-progress run zst")
+    pg_dump -Fc -d bench -f "$work/bench.pgdump"
+    "$bin" -q run gz >/dev/null
+    "$bin" -q run zst >/dev/null
+    sc=$(du -h "$work/bench.pgdump" | cut -f1)
+    sg=$(du -h "$work"/repo/gz/*/dump.sql.gz | cut -f1)
+    sz=$(du -h "$work"/repo/zst/*/dump.sql.zst | cut -f1)
+    echo "| $s | $dbsize | ${tc}s | ${tg}s | ${tz}s | $sc / $sg / $sz | $((rc / 1024)) / $((rg / 1024)) / $((rz / 1024)) MiB |"
+    fresh="psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS r' -c 'CREATE DATABASE r'"
+    read -r uc _ < <(measure_restore "pg_restore -d r $work/bench.pgdump" "$fresh")
+    read -r ug mg < <(measure_restore "$bin -q --no-progress restore gz latest --to-database r --yes" "$fresh")
+    read -r uz mz < <(measure_restore "$bin -q --no-progress restore zst latest --to-database r --yes" "$fresh")
+    restore_rows+=("| $s | ${uc}s | ${ug}s | ${uz}s | $((mg / 1024)) / $((mz / 1024)) MiB |")
+    rm -rf "$work/repo" "$work/bench.pgdump"
+  done
+  echo
+  echo "| scale | pg_restore -d (from -Fc) | backup restore, gzip | backup restore, zstd | peak RSS gzip / zstd |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${restore_rows[@]}"
+  [ "$tables" = compression ] && exit 0
+  echo
+fi
+
 echo "| scale | database | pg_dump -Fp \| gzip | backup run → local | backup run → S3 (moto) | dump size (gzip) | peak RSS local / S3 |"
 echo "|---|---|---|---|---|---|---|"
 for s in "${scales[@]}"; do
-  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"
-  pgbench -i -q -s "$s" bench >/dev/null 2>&1
-  psql -X -q -d bench -c "VACUUM ANALYZE" >/dev/null
+  load "$s"
   dbsize=$(psql -X -At -d bench -c "SELECT pg_size_pretty(pg_database_size('bench'))")
   read -r tp _ < <(measure "pg_dump -Fp -d bench | gzip > $work/pipe.sql.gz")
   read -r tl rl < <(measure "$bin -q --no-progress run local")

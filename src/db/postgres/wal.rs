@@ -9,7 +9,7 @@
 //! ```
 //! e.g. `pg/wal/00000001/000000010000000000000003.gz`, `pg/wal/00000002/00000002.history.zst`.
 //! Each object is the file PostgreSQL handed over, compressed with the target's
-//! `compression` (gzip level 1, zstd level 3 unless `compression_level` says otherwise).
+//! `compression` (see [`push_compression`]).
 //! The SHA-256 of the raw file is in the object's metadata (`sha256`) and inside the
 //! object itself: the gzip header comment (`sha256=<hex>`), or a zstd skippable frame
 //! holding the same text ahead of the data (which `zstd -d` skips), so a fetch verifies
@@ -72,11 +72,16 @@ pub fn archived_name(file: &str) -> Option<(&str, Compression)> {
     is_archive_name(name).then_some((name, c))
 }
 
-/// The compression and level WAL is pushed with: the target's `compression` (gzip by
-/// default) at `compression_level`, else gzip 1 (fast: archive_command is on the
-/// server's critical path) or zstd 3.
+/// The compression and level WAL is pushed with. Without a `compression` key: gzip 1,
+/// as before the key existed (archive_command is on the server's critical path, and
+/// `compression_level` there set the base backup's gzip level only). With the key: that
+/// compression at `compression_level`, else gzip 1 or zstd 3.
 pub fn push_compression(t: &Target) -> (Compression, i32) {
-    let c = t.cfg.compression_or(Compression::Gzip);
+    let Some(c) = t.cfg.compression.as_deref() else {
+        return (Compression::Gzip, 1);
+    };
+    // Checked when the configuration is loaded.
+    let c = Compression::parse(c).unwrap_or_default();
     let level = t
         .cfg
         .compression_level
