@@ -580,3 +580,74 @@ fn run_s3(env: &Env, ty: &str) -> (String, serde_json::Value) {
         .unwrap();
     (id, row)
 }
+
+/// A promotion (here: a PITR that promotes, then archives into the same target) starts
+/// a new timeline: the next incr is taken as a full and says why, and it restores.
+#[test]
+fn a_new_timeline_makes_the_next_incr_a_full() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.repo().join("pg/wal")).unwrap();
+    let repo = env.repo();
+    let pg = archiving_cluster_initdb(&env, &[], |url| config(&repo, url));
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    let (full, _) = run(&env, "full");
+    archive_now(&pg);
+    let (r, _) = pitr(&env, "promoted", &["--backup", &full, "--target-immediate"]);
+    assert_eq!(
+        r.sql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    drop(pg); // the old primary is gone; the promoted copy takes over the target
+    let cfg = env.write_config(&config(
+        &repo,
+        &format!("postgresql://postgres@127.0.0.1:{}/postgres", r.port),
+    ));
+    r.sql("ALTER SYSTEM SET archive_mode = on");
+    r.sql(&format!(
+        "ALTER SYSTEM SET archive_command = '{} --config {} wal-push pg %p'",
+        common::physical::bin().display(),
+        cfg.display()
+    ));
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(pg_bin().join("pg_ctl"));
+        c
+    } else {
+        Command::new(pg_bin().join("pg_ctl"))
+    };
+    let out = c
+        .args(["-w", "-m", "fast", "-D"])
+        .arg(&r.data)
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start(&r.data, r.port);
+    r.sql("INSERT INTO t VALUES (1001)");
+
+    let out = env
+        .cmd()
+        .args(["run", "pg", "--type", "incr", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("the timeline changed (1 -> 2)"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.repo().join("pg").join(id).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["database"]["extra"]["backup_type"], "full");
+    assert_eq!(m["wal"]["timeline"], 2);
+    assert!(m.get("depends_on").is_none(), "{}", m["depends_on"]);
+}
