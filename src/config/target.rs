@@ -283,3 +283,27 @@ impl TestRestoreConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TargetConfig;
+
+    #[test]
+    fn compression_is_checked_with_its_level_and_engine() {
+        let mut t = TargetConfig::new("postgres", vec![]);
+        t.compression = Some("zstd".into());
+        t.compression_level = Some(19);
+        assert!(t.check_compression().is_ok());
+        t.compression_level = Some(20);
+        assert_eq!(t.check_compression().unwrap_err().0, "compression_level");
+        t.compression = Some("lz4".into());
+        assert_eq!(t.check_compression().unwrap_err().0, "compression");
+        let mut ch = TargetConfig::new("clickhouse", vec![]);
+        ch.compression = Some("zstd".into());
+        let (key, msg) = ch.check_compression().unwrap_err();
+        assert_eq!(key, "compression");
+        assert!(msg.contains("gzip only"), "{msg}");
+        ch.compression = Some("gzip".into());
+        assert!(ch.check_compression().is_ok());
+    }
+}
