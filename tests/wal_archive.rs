@@ -129,6 +129,9 @@ fn zstd_and_gzip_segments_mix_in_one_archive_and_pitr_reads_both() {
 
     let out = env.ok(&["verify", "pg"]);
     assert!(out.contains("OK   pg wal local"), "{out}");
+    // `check` waits for the forced segment under its .zst name.
+    let out = env.ok(&["check", "pg"]);
+    assert!(out.contains("arrived on `local`"), "{out}");
     // A re-push of a segment archived before the switch finds its .gz: no second copy.
     let first = gz.last().unwrap().trim_end_matches(".gz").to_string();
     let seg = env.path().join("again").join(&first);

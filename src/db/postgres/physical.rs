@@ -467,14 +467,19 @@ pub(super) fn check(
     ui.info(format!(
         "forced a WAL switch; waiting for {seg} to reach every storage of `{target}`"
     ));
-    let key = wal::wal_key(target, &seg);
+    // Under whichever name the target's compression gives it (`.gz`, `.zst`, bare).
+    let keys = wal::wal_keys(target, &seg, wal::push_compression(t).0);
     let storages = t.open_storages_local_first()?;
     let t0 = std::time::Instant::now();
     let mut pending: Vec<&Box<dyn Storage>> = storages.iter().collect();
     while !pending.is_empty() {
         let mut still = Vec::new();
         for s in pending {
-            match s.head(&key) {
+            let found = keys.iter().try_fold(None, |hit, (k, _)| match hit {
+                Some(h) => Ok(Some(h)),
+                None => s.head(k),
+            });
+            match found {
                 Ok(Some(_)) => report.push(format!(
                     "{seg} arrived on `{}` ({}) after {:.1}s",
                     s.name(),

@@ -35,12 +35,6 @@ pub use super::walname::{
     DEFAULT_SEGMENT_SIZE,
 };
 
-/// The key of `name` archived with gzip (the default compression). Readers that must
-/// find a file whatever its compression use [`wal_keys`].
-pub fn wal_key(target: &str, name: &str) -> String {
-    wal_key_as(target, name, Compression::Gzip)
-}
-
 /// The key of `name` archived with `c`.
 pub fn wal_key_as(target: &str, name: &str, c: Compression) -> String {
     super::walname::wal_key_ext(target, name, c.ext())
@@ -346,7 +340,7 @@ mod tests {
             assert!(!is_archive_name(bad), "{bad}");
         }
         assert_eq!(
-            wal_key("pg", "00000002.history"),
+            wal_key_as("pg", "00000002.history", Compression::Gzip),
             "pg/wal/00000002/00000002.history.gz"
         );
     }
