@@ -194,6 +194,30 @@ fn manifest_field(tail: &str, key: &str) -> Option<String> {
     }
 }
 
+/// The WAL a base backup needs: from the segment holding its start LSN to the one
+/// holding the byte before its stop LSN (a stop exactly on a boundary needs no more).
+pub fn wal_range(
+    timeline: u32,
+    start_lsn: String,
+    stop_tli: u32,
+    stop_lsn: String,
+    seg_size: u64,
+) -> Result<WalRange> {
+    let start = wal::parse_lsn(&start_lsn)?;
+    let stop = wal::parse_lsn(&stop_lsn)?;
+    Ok(WalRange {
+        timeline,
+        start_segment: wal::segment_name(timeline, wal::segno_of(start, seg_size), seg_size),
+        stop_segment: wal::segment_name(
+            stop_tli,
+            wal::segno_of(stop.saturating_sub(1).max(start), seg_size),
+            seg_size,
+        ),
+        start_lsn,
+        stop_lsn,
+    })
+}
+
 pub(super) fn run(opts: &Options, t: &Target, tag: Option<&str>, ui: &Ui) -> Result<RunOutcome> {
     let (tcfg, target) = (t.cfg, t.name);
     if let Some(tag) = tag {
@@ -318,24 +342,8 @@ pub(super) fn run(opts: &Options, t: &Target, tag: Option<&str>, ui: &Ui) -> Res
                 "pg_current_wal_lsn() after the backup (upper bound)",
             ),
         };
-        let start = wal::parse_lsn(&start_lsn)?;
-        let stop = wal::parse_lsn(&stop_lsn)?;
         Ok((
-            WalRange {
-                timeline,
-                start_segment: wal::segment_name(
-                    timeline,
-                    wal::segno_of(start, seg_size),
-                    seg_size,
-                ),
-                stop_segment: wal::segment_name(
-                    stop_tli,
-                    wal::segno_of(stop.saturating_sub(1).max(start), seg_size),
-                    seg_size,
-                ),
-                start_lsn,
-                stop_lsn,
-            },
+            wal_range(timeline, start_lsn, stop_tli, stop_lsn, seg_size)?,
             source,
         ))
     })();

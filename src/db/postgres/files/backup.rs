@@ -15,13 +15,13 @@ use super::plan::plan;
 use super::store::{pack, store_all, store_bundle};
 use super::{is_files, listing, walk, BackupType, FileEntry, Listing, FORMAT};
 use crate::compress::Compression;
-use crate::db::postgres::physical::{check_settings, connect, label_field, server_wal};
-use crate::db::postgres::{quote_literal, wal, Options};
+use crate::db::postgres::physical::{check_settings, connect, label_field, server_wal, wal_range};
+use crate::db::postgres::{quote_literal, Options};
 use crate::db::Target;
 use crate::engine::backup::{self, Failures};
 use crate::engine::catalog;
 use crate::engine::lock::hostname;
-use crate::manifest::{self, DatabaseFacts, Kind, Manifest, RunOutcome, WalRange};
+use crate::manifest::{self, DatabaseFacts, Kind, Manifest, RunOutcome};
 use crate::storage::{PutMeta, Storage};
 use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
@@ -208,18 +208,7 @@ pub fn run(
         let tli: u32 = label_field(&label_text, "START TIMELINE")
             .and_then(|v| v.parse().ok())
             .unwrap_or(timeline);
-        let (start, stop) = (wal::parse_lsn(&start_lsn)?, wal::parse_lsn(&stop_lsn)?);
-        let range = WalRange {
-            timeline: tli,
-            start_segment: wal::segment_name(tli, wal::segno_of(start, seg), seg),
-            stop_segment: wal::segment_name(
-                tli,
-                wal::segno_of(stop.saturating_sub(1).max(start), seg),
-                seg,
-            ),
-            start_lsn,
-            stop_lsn,
-        };
+        let range = wal_range(tli, start_lsn, tli, stop_lsn, seg)?;
         let finished = chrono::Utc::now();
         let mut extra: BTreeMap<String, Value> = BTreeMap::new();
         extra.insert("backup_label".into(), Value::String(label_text));
