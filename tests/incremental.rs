@@ -296,6 +296,22 @@ fn a_chain_restores_backup_by_backup_and_recovers_between_them() {
         !empty.exists() || std::fs::read_dir(&empty).unwrap().next().is_none(),
         "pitr wrote into the data directory before finding the chain broken"
     );
+    // With --delta into a stopped cluster, a broken chain leaves that cluster as it was.
+    let (code, _, err) = env.run(&[
+        "pitr",
+        "pg",
+        "--backup",
+        &incr2,
+        "--target-immediate",
+        "--delta",
+        "--data-dir",
+        &dir.display().to_string(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        dir.join("global/pg_control").exists(),
+        "a refused --delta removed the cluster's pg_control"
+    );
 }
 
 /// Starts a restored data directory (as postgres when root) and waits for it.

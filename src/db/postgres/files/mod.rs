@@ -166,6 +166,9 @@ pub fn restore_for_pitr(
 ) -> Result<u64> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    // A broken chain is refused before the directory is touched: with --delta it is a
+    // stopped cluster's, which must not lose its pg_control over a missing link.
+    restore::check_chain(storage, m)?;
     let dir = data_dir.to_path_buf();
     let busy = Arc::new(AtomicBool::new(true));
     let still = busy.clone();

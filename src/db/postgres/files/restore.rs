@@ -103,6 +103,12 @@ pub fn restore(
     Ok(out)
 }
 
+/// Checks, writing nothing, that every backup of `m`'s chain and every bundle it needs
+/// is on `storage` (exit 3 naming the missing one otherwise).
+pub fn check_chain(storage: &dyn Storage, m: &Manifest) -> Result<()> {
+    plan(storage, m, &listing(m)?.files).map(|_| ())
+}
+
 /// The bundles to read, each with the files it must give, after checking that every
 /// backup of the chain and every bundle is on the storage.
 fn plan(storage: &dyn Storage, m: &Manifest, files: &[FileEntry]) -> Result<Vec<Job>> {
